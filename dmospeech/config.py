@@ -1,0 +1,235 @@
+"""Typed, frozen configuration mirroring `params.yaml`.
+
+One dataclass per params group; `load_params` parses the YAML strictly: an unknown key, a missing
+key or a value of the wrong type is an error that names the key (`segment_audio.max_segment_s`).
+A profile (`profiles/<name>.yaml`) is a partial document deep-merged over `params.yaml`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file does not match the typed configuration."""
+
+
+# ----------------------------------------------------------------------------- data half
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    kind: Literal["librispeech", "ljspeech", "sidecar", "csv", "longform"]
+    path: str
+    speaker: Optional[str] = None  # ljspeech / sidecar: one speaker name for the whole source
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrepareDemoCorpusConfig:
+    out_dir: str
+    espeak_voices: tuple[str, ...]
+    sentences: tuple[str, ...]
+    pocketsphinx_dir: str
+    longform_voice: str
+    longform_sentences: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrepareCorpusConfig:
+    sources: tuple[SourceConfig, ...]
+    manifest: str
+    split: SplitConfig
+    audio_extensions: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+
+
+@dataclass(frozen=True)
+class ResampleAudioConfig:
+    sample_rate: int
+    quality: Literal["VHQ", "HQ", "MQ", "LQ", "QQ"]
+    normalize: Literal["peak", "loudness", "none"]
+    peak_dbfs: float
+    loudness_lufs: float
+    remove_dc: bool
+    min_duration_s: float
+    max_duration_s: float
+    silence_dbfs: float
+    clip_level: float
+    max_clipped_fraction: float
+    out_dir: str
+    manifest: str
+
+
+@dataclass(frozen=True)
+class CutoffConfig:
+    edge_window_s: float      # window at each segment edge whose energy is measured
+    edge_energy_db: float     # edge louder than (segment peak frame + this) counts as speech
+    word_margin_s: float      # a word ending closer than this to the cut counts as cut off
+
+
+@dataclass(frozen=True)
+class SegmentAudioConfig:
+    whisper_model: str        # "base" | "tiny.en" (packaged) or a local CTranslate2 folder
+    compute_type: str
+    language: str
+    alignment_model: Optional[str]  # local wav2vec2 folder for whisperx.align; None = Whisper word times
+    max_segment_s: float
+    min_segment_s: float
+    transcribed_max_s: float  # transcribed files longer than this are re-transcribed and cut
+    trim_top_db: float
+    edge_pad_s: float
+    vad_onset: float
+    vad_offset: float
+    cutoff: CutoffConfig
+    exclude_cutoff: bool
+    cpu_threads: int
+    manifest: str
+
+
+@dataclass(frozen=True)
+class PhonemizeTextConfig:
+    language: str
+    with_stress: bool
+    preserve_punctuation: bool
+    vocab_path: str
+    manifest: str
+
+
+@dataclass(frozen=True)
+class ValidateManifestConfig:
+    min_segment_s: float
+    max_segment_s: float
+    min_phonemes_per_second: float
+    max_phonemes_per_second: float
+    report_dir: str
+
+
+@dataclass(frozen=True)
+class Params:
+    prepare_demo_corpus: PrepareDemoCorpusConfig
+    prepare_corpus: PrepareCorpusConfig
+    resample_audio: ResampleAudioConfig
+    segment_audio: SegmentAudioConfig
+    phonemize_text: PhonemizeTextConfig
+    validate_manifest: ValidateManifestConfig
+
+    def manifests(self) -> list[str]:
+        """Every stage database of the data half, upstream first."""
+        return [self.prepare_corpus.manifest, self.resample_audio.manifest,
+                self.segment_audio.manifest, self.phonemize_text.manifest]
+
+
+# ----------------------------------------------------------------------------- strict parsing
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return from_dict(tp, value, key)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError("; ".join(errors))
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+        return {k: _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (str, bool):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported config type {_type_name(tp)}")
+
+
+def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    """Build dataclass `cls` from `data`; unknown, missing or mistyped keys raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    where = f"{prefix}." if prefix else ""
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(where + k for k in unknown)} "
+                          f"(known keys of {prefix or 'params'}: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        key = f"{where}{f.name}"
+        if f.name in data:
+            kwargs[f.name] = _convert(data[f.name], hints[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key {key}")
+    return cls(**kwargs)
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """`overlay` merged into a copy of `base`; mappings merge, everything else replaces."""
+    out = dict(base)
+    for k, v in overlay.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_params(path: str | os.PathLike = "params.yaml", profile: str | os.PathLike | None = None) -> Params:
+    """Parse `params.yaml` (optionally with a profile overlay) into `Params`."""
+    data = read_yaml(path)
+    if profile is not None:
+        data = deep_merge(data, read_yaml(profile))
+    try:
+        return from_dict(Params, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

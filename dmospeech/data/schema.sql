@@ -1,0 +1,102 @@
+-- Manifest schema for every table the pipeline writes.
+-- Each stage writes its own DuckDB file (a DVC output) holding the tables it owns; the
+-- Manifest class attaches them read-only so queries can join across stages.
+-- Lineage columns on every row: source_sha256 (content hash of the original file),
+-- parent_id (row id in the upstream table), stage, params_hash, code_version, created_at.
+
+CREATE TABLE source_files (
+    file_id        VARCHAR PRIMARY KEY,   -- first 16 hex digits of sha256
+    source_name    VARCHAR NOT NULL,      -- name of the source in params
+    source_kind    VARCHAR NOT NULL,      -- librispeech | ljspeech | sidecar | csv | longform
+    path           VARCHAR NOT NULL,      -- absolute path of the original file
+    rel_path       VARCHAR NOT NULL,      -- path relative to the source root
+    size_bytes     BIGINT NOT NULL,
+    speaker        VARCHAR NOT NULL,
+    text           VARCHAR,               -- NULL for untranscribed long-form audio
+    transcribed    BOOLEAN NOT NULL,
+    split          VARCHAR NOT NULL,      -- train | valid | test (by speaker)
+    source_sha256  VARCHAR NOT NULL,
+    parent_id      VARCHAR,
+    stage          VARCHAR NOT NULL,
+    params_hash    VARCHAR NOT NULL,
+    code_version   VARCHAR NOT NULL,
+    created_at     TIMESTAMP NOT NULL
+);
+
+CREATE TABLE audio (
+    file_id            VARCHAR PRIMARY KEY,
+    audio_path         VARCHAR NOT NULL,  -- 48 kHz mono FLAC, relative to the project root
+    sample_rate        INTEGER NOT NULL,
+    num_samples        BIGINT NOT NULL,
+    duration_s         DOUBLE NOT NULL,
+    orig_sample_rate   INTEGER NOT NULL,
+    orig_channels      INTEGER NOT NULL,
+    orig_duration_s    DOUBLE NOT NULL,
+    peak               DOUBLE NOT NULL,   -- of the original, before normalisation
+    rms                DOUBLE NOT NULL,
+    clipped_fraction   DOUBLE NOT NULL,
+    dc_offset          DOUBLE NOT NULL,
+    gain_db            DOUBLE NOT NULL,   -- applied by normalisation
+    speaker            VARCHAR NOT NULL,
+    split              VARCHAR NOT NULL,
+    source_sha256      VARCHAR NOT NULL,
+    parent_id          VARCHAR NOT NULL,
+    stage              VARCHAR NOT NULL,
+    params_hash        VARCHAR NOT NULL,
+    code_version       VARCHAR NOT NULL,
+    created_at         TIMESTAMP NOT NULL
+);
+
+CREATE TABLE segments (
+    segment_id       VARCHAR PRIMARY KEY, -- <file_id>_<index>
+    file_id          VARCHAR NOT NULL,
+    audio_path       VARCHAR NOT NULL,
+    start_s          DOUBLE NOT NULL,
+    end_s            DOUBLE NOT NULL,
+    duration_s       DOUBLE NOT NULL,
+    sample_rate      INTEGER NOT NULL,
+    text             VARCHAR NOT NULL,
+    text_source      VARCHAR NOT NULL,    -- given | whisper
+    speaker          VARCHAR NOT NULL,
+    split            VARCHAR NOT NULL,
+    cutoff_start     BOOLEAN NOT NULL,
+    cutoff_end       BOOLEAN NOT NULL,
+    cutoff_reason    VARCHAR,
+    use_for_training BOOLEAN NOT NULL,
+    source_sha256    VARCHAR NOT NULL,
+    parent_id        VARCHAR NOT NULL,
+    stage            VARCHAR NOT NULL,
+    params_hash      VARCHAR NOT NULL,
+    code_version     VARCHAR NOT NULL,
+    created_at       TIMESTAMP NOT NULL
+);
+
+CREATE TABLE phonemes (
+    segment_id          VARCHAR PRIMARY KEY,
+    text_normalized     VARCHAR NOT NULL,
+    phonemes            VARCHAR NOT NULL,  -- IPA, phones separated by spaces, words by " | "
+    phoneme_ids         INTEGER[] NOT NULL,
+    num_phonemes        INTEGER NOT NULL,
+    phonemes_per_second DOUBLE NOT NULL,
+    vocab_version       VARCHAR NOT NULL,
+    source_sha256       VARCHAR NOT NULL,
+    parent_id           VARCHAR NOT NULL,
+    stage               VARCHAR NOT NULL,
+    params_hash         VARCHAR NOT NULL,
+    code_version        VARCHAR NOT NULL,
+    created_at          TIMESTAMP NOT NULL
+);
+
+CREATE TABLE quarantine (
+    item_id        VARCHAR NOT NULL,      -- file_id or segment_id (or a path hash when unreadable)
+    item_kind      VARCHAR NOT NULL,      -- source_file | segment
+    path           VARCHAR NOT NULL,
+    reason         VARCHAR NOT NULL,      -- short code, see dmospeech.data.manifest.QUARANTINE_REASONS
+    detail         VARCHAR NOT NULL,      -- human-readable explanation
+    source_sha256  VARCHAR,
+    parent_id      VARCHAR,
+    stage          VARCHAR NOT NULL,
+    params_hash    VARCHAR NOT NULL,
+    code_version   VARCHAR NOT NULL,
+    created_at     TIMESTAMP NOT NULL
+);
