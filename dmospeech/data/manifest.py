@@ -37,7 +37,7 @@ QUARANTINE_REASONS: dict[str, str] = {
     "unsupported_format": "the file extension is not an audio format we read",
 }
 
-TABLES = ("source_files", "audio", "segments", "phonemes", "quarantine")
+TABLES = ("scanned_files", "source_files", "audio", "segments", "phonemes", "quarantine")
 
 
 @lru_cache(maxsize=1)

@@ -4,6 +4,25 @@
 -- Lineage columns on every row: source_sha256 (content hash of the original file),
 -- parent_id (row id in the upstream table), stage, params_hash, code_version, created_at.
 
+CREATE TABLE scanned_files (            -- one per source (stage scan_source), merged by prepare_corpus
+    source_name    VARCHAR NOT NULL,
+    source_kind    VARCHAR NOT NULL,
+    path           VARCHAR NOT NULL,
+    rel_path       VARCHAR NOT NULL,
+    size_bytes     BIGINT,                -- NULL when the file is missing
+    speaker        VARCHAR NOT NULL,
+    text           VARCHAR,
+    transcribed    BOOLEAN NOT NULL,
+    problem        VARCHAR,               -- a quarantine reason found while scanning, else NULL
+    problem_detail VARCHAR,
+    source_sha256  VARCHAR,               -- NULL when the file is missing
+    parent_id      VARCHAR,
+    stage          VARCHAR NOT NULL,
+    params_hash    VARCHAR NOT NULL,
+    code_version   VARCHAR NOT NULL,
+    created_at     TIMESTAMP NOT NULL
+);
+
 CREATE TABLE source_files (
     file_id        VARCHAR PRIMARY KEY,   -- first 16 hex digits of sha256
     source_name    VARCHAR NOT NULL,      -- name of the source in params
@@ -74,8 +93,8 @@ CREATE TABLE segments (
 CREATE TABLE phonemes (
     segment_id          VARCHAR PRIMARY KEY,
     text_normalized     VARCHAR NOT NULL,
-    phonemes            VARCHAR NOT NULL,  -- IPA, phones separated by spaces, words by " | "
-    phoneme_ids         INTEGER[] NOT NULL,
+    phonemes            VARCHAR NOT NULL,  -- IPA from espeak-ng, words separated by spaces
+    phoneme_ids         INTEGER[] NOT NULL, -- one id per IPA symbol (ipa vocabulary)
     num_phonemes        INTEGER NOT NULL,
     phonemes_per_second DOUBLE NOT NULL,
     vocab_version       VARCHAR NOT NULL,

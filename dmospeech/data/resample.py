@@ -1,0 +1,89 @@
+"""Resample every source file to 48 kHz mono FLAC (soxr), with DC removal and peak or loudness
+normalisation, recording the original rate, duration, peak, RMS and clipped fraction.
+
+Outputs are content-addressed (`<file_id>-<params_hash>.flac` plus a JSON of the statistics), so
+a rerun only processes new or changed files; files no longer referenced are removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dmospeech import audio as A
+from dmospeech.config import ResampleAudioConfig
+from dmospeech.data.manifest import Lineage, frame, quarantine_row
+
+
+def condition_file(path: str, cfg: ResampleAudioConfig) -> tuple[np.ndarray, dict]:
+    """Decode, check and condition one file. Returns the 48 kHz mono audio and its statistics;
+    raises AudioError with a quarantine reason for unusable audio."""
+    decoded = A.decode_audio(path)
+    channels, frames = decoded.audio.shape
+    duration = frames / decoded.sample_rate
+    mono = A.to_mono(decoded.audio)
+    stats = A.audio_stats(mono, cfg.clip_level)
+    if duration < cfg.min_duration_s:
+        raise A.AudioError("too_short", f"{path}: {duration:.2f} s < min_duration_s {cfg.min_duration_s}")
+    if duration > cfg.max_duration_s:
+        raise A.AudioError("too_long", f"{path}: {duration:.0f} s > max_duration_s {cfg.max_duration_s}")
+    if A.dbfs(stats.peak) < cfg.silence_dbfs:
+        raise A.AudioError("silent", f"{path}: peak {A.dbfs(stats.peak):.1f} dBFS < silence_dbfs {cfg.silence_dbfs}")
+    if stats.clipped_fraction > cfg.max_clipped_fraction:
+        raise A.AudioError("clipped", f"{path}: {100 * stats.clipped_fraction:.2f} % of samples at full scale "
+                                      f"(> {100 * cfg.max_clipped_fraction:.2f} %)")
+    out = A.resample(mono, decoded.sample_rate, cfg.sample_rate, cfg.quality)
+    if cfg.remove_dc:
+        out = A.remove_dc(out)
+    gain = A.normalization_gain_db(out, cfg.sample_rate, cfg.normalize, cfg.peak_dbfs, cfg.loudness_lufs)
+    out = A.apply_gain(out, gain)
+    info = {"sample_rate": cfg.sample_rate, "num_samples": int(len(out)), "duration_s": len(out) / cfg.sample_rate,
+            "orig_sample_rate": int(decoded.sample_rate), "orig_channels": int(channels), "orig_duration_s": duration,
+            "peak": stats.peak, "rms": stats.rms, "clipped_fraction": stats.clipped_fraction,
+            "dc_offset": stats.dc_offset, "gain_db": float(gain)}
+    return out, info
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def resample_corpus(sources: pd.DataFrame, cfg: ResampleAudioConfig, lineage: Lineage,
+                    project_root: Path = Path("."), progress=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`audio`, `quarantine`) rows for every row of `source_files`; writes the FLAC files.
+
+    `progress`, if given, is called once per file (for a progress bar)."""
+    out_dir = project_root / cfg.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, quarantine, keep = [], [], set()
+    for src in sources.itertuples(index=False):
+        name = f"{src.file_id}-{lineage.params_hash[:8]}"
+        flac, stats_json = out_dir / f"{name}.flac", out_dir / f"{name}.json"
+        cached = json.loads(stats_json.read_text()) if stats_json.exists() else None
+        if cached is None or ("info" in cached and not flac.exists()):
+            try:
+                audio, info = condition_file(src.path, cfg)
+                A.write_audio_atomic(flac, audio, cfg.sample_rate)
+                cached = {"info": info}
+            except A.AudioError as err:
+                cached = {"error": {"reason": err.reason, "detail": err.detail}}
+            _write_json_atomic(stats_json, cached)
+        keep.update({flac.name, stats_json.name})
+        if "error" in cached:
+            quarantine.append(quarantine_row(src.file_id, "source_file", src.path, cached["error"]["reason"],
+                                             cached["error"]["detail"], lineage, src.source_sha256, src.file_id))
+        else:
+            rows.append({"file_id": src.file_id, "audio_path": str(flac.relative_to(project_root)),
+                         **cached["info"], "speaker": src.speaker, "split": src.split,
+                         "source_sha256": src.source_sha256, "parent_id": src.file_id, **lineage.columns()})
+        if progress:
+            progress()
+    for stale in out_dir.iterdir():
+        if stale.name not in keep:
+            stale.unlink()
+    return frame("audio", rows), frame("quarantine", quarantine)
