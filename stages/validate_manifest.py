@@ -1,0 +1,33 @@
+"""validate_manifest: gate training on the data half's manifests.
+
+Reads params.yaml, validates the four stage databases (`dmospeech.data.validate`), writes
+`validate_manifest.report_dir` (also on failure) and exits 1 naming every failed check.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from dmospeech.config import load_params
+from dmospeech.data.validate import print_report, validate_manifests, write_report
+from dmospeech.text import Vocabulary
+
+
+def main(params_path: str | Path = "params.yaml") -> int:
+    """Validate the manifests named in `params_path`, write the report; 0 when every check passed."""
+    params = load_params(params_path)
+    cfg = params.validate_manifest
+    vocab = Vocabulary.load(params.phonemize_text.vocab_path)
+    report = validate_manifests(params.manifests(), cfg, sample_rate=params.resample_audio.sample_rate,
+                                vocab_size=len(vocab), vocab_version=vocab.version)
+    write_report(report, cfg.report_dir)
+    print_report(report)
+    if report.success:
+        return 0
+    print(f"validate_manifest failed: {len(report.failures)} of {len(report.checks)} checks "
+          f"(report in {cfg.report_dir}):\n{report.failure_message()}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
