@@ -1,0 +1,402 @@
+"""Cut the corpus into training segments with text (paper sec 4.1: 30 s chunks by WhisperX).
+
+The paper's teacher lost ~10 % of sentence endings because WhisperX cut its segments inside speech
+(sec 4.3). Here every cut lies in a pause and every segment edge is checked for speech running into it:
+
+- short transcribed utterances keep their given text; leading/trailing silence is trimmed;
+- long or untranscribed audio: WhisperX's bundled pyannote VAD finds the pauses, the speech is
+  split recursively at the longest pause until every piece fits `max_segment_s`, each cut at the
+  quietest frame of its pause, and each piece is transcribed on its own by faster-whisper with word
+  timestamps (or aligned by `whisperx.align` when a local wav2vec2 model is configured), so no word
+  is assigned across a cut by an imprecise timestamp.
+
+Pieces that are too short or hold no speech are quarantined with a reason, never dropped silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import soxr
+
+from dmospeech.config import CutoffConfig, SegmentAudioConfig
+from dmospeech.data import manifest
+from dmospeech.data.whisper_models import cache_dir, resolve_whisper_model
+
+# torch, pyannote and ctranslate2 are imported lazily, after these: OpenMP reads its settings when
+# it loads, and ctranslate2 on 2 cores is steady only with passive waiting (../shared/OFFLINE.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+
+FRAME_S, HOP_S = 0.025, 0.010   # energy frames
+SILENCE_FLOOR_DB = -100.0       # frames below this are digital silence, whatever the loudest frame
+QUIET_TOLERANCE_DB = 6.0        # frames this close to a pause's quietest frame count as equally quiet
+MODEL_SR = 16_000               # input rate of the VAD and of Whisper
+PAUSE_MARGIN_S = 0.5            # a piece keeps at most this much of a pause before / after its speech
+MIN_VAD_REGION_S = 0.1
+BEAM_SIZE = 5
+AUDIO_COLUMNS = ("file_id", "audio_path", "sample_rate", "duration_s", "speaker", "split",
+                 "source_sha256", "text", "transcribed")
+
+Span = tuple[float, float]      # (start_s, end_s)
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    text: str                   # as the recogniser spells it, with its leading space
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One cut of a file, in seconds from the file start; `reject` is a quarantine reason or None."""
+    start_s: float
+    end_s: float
+    text: str
+    cutoff_start: bool = False
+    cutoff_end: bool = False
+    cutoff_reason: str | None = None
+    reject: str | None = None
+    detail: str = ""
+
+
+# ----------------------------------------------------------------------------- energy
+def _frame_geometry(sr: int) -> tuple[int, int]:
+    return max(1, round(FRAME_S * sr)), max(1, round(HOP_S * sr))
+
+
+def frame_db(audio: np.ndarray, sr: int) -> np.ndarray:
+    """RMS level (dB re full scale) of FRAME_S frames every HOP_S; shape (frames,)."""
+    length, hop = _frame_geometry(sr)
+    x = np.asarray(audio, dtype=np.float64)
+    starts = np.arange(1 + max(0, len(x) - length) // hop) * hop
+    ends = np.minimum(starts + length, len(x))
+    cumulative = np.concatenate([[0.0], np.cumsum(x * x)])
+    power = (cumulative[ends] - cumulative[starts]) / np.maximum(ends - starts, 1)
+    return 10 * np.log10(np.maximum(power, 1e-12))
+
+
+def _rms_db(samples: np.ndarray) -> float:
+    return float(10 * np.log10(max(float(np.mean(np.square(samples, dtype=np.float64))), 1e-12)))
+
+
+def _slice(audio: np.ndarray, sr: int, start_s: float, end_s: float) -> np.ndarray:
+    return audio[max(0, int(round(start_s * sr))):max(0, int(round(end_s * sr)))]
+
+
+def trim_silence(audio: np.ndarray, sr: int, top_db: float, pad_s: float) -> Span:
+    """Start and end (s) of the sound in `audio`: the first and last frame louder than
+    (loudest frame - `top_db`), widened by `pad_s` and clamped to the audio; (0, 0) for digital
+    silence. Used on every segment edge (sec 4.3)."""
+    levels = frame_db(audio, sr)
+    loud = np.flatnonzero(levels > max(levels.max() - top_db, SILENCE_FLOOR_DB))
+    if loud.size == 0:
+        return 0.0, 0.0
+    length, hop = _frame_geometry(sr)
+    return max(0.0, loud[0] * hop / sr - pad_s), min(len(audio) / sr, (loud[-1] * hop + length) / sr + pad_s)
+
+
+def _longest_run(mask: np.ndarray) -> tuple[int, int]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    starts, ends = edges[::2], edges[1::2]
+    k = int(np.argmax(ends - starts))
+    return int(starts[k]), int(ends[k] - starts[k])
+
+
+def quietest_time(audio: np.ndarray, sr: int, start_s: float, end_s: float) -> float:
+    """Where to cut inside the pause [start_s, end_s]: the middle of the longest run of frames
+    within QUIET_TOLERANCE_DB of the quietest one, so imprecise pause edges do not cut speech.
+    A pause shorter than two frames is widened around its centre."""
+    if end_s - start_s < 2 * FRAME_S:
+        middle = (start_s + end_s) / 2
+        start_s, end_s = middle - FRAME_S, middle + FRAME_S
+    start_s, end_s = max(0.0, start_s), min(len(audio) / sr, end_s)
+    levels = frame_db(_slice(audio, sr, start_s, end_s), sr)
+    first, count = _longest_run(levels <= levels.min() + QUIET_TOLERANCE_DB)
+    length, hop = _frame_geometry(sr)
+    return float(min(end_s, start_s + ((first + (count - 1) / 2) * hop + length / 2) / sr))
+
+
+# ----------------------------------------------------------------------------- cut-off detection
+def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg: CutoffConfig,
+                  words: Sequence[Word] = ()) -> tuple[bool, bool, str | None]:
+    """Does speech run into the segment's start / end (sec 4.3: the teacher's cut sentence endings)?
+
+    An edge is cut off when the RMS of its `edge_window_s` is above (loudest frame of the segment
+    + `edge_energy_db`); the end also when the last word ends within `word_margin_s` of it.
+    (Word starts are not used: faster-whisper puts the first word's start at the start of its
+    input, whatever the silence there.) Returns (cutoff_start, cutoff_end, reason or None)."""
+    segment = _slice(audio, sr, start_s, end_s)
+    peak = float(frame_db(segment, sr).max())
+    window = max(1, int(round(cfg.edge_window_s * sr)))
+    reasons: dict[str, list[str]] = {"start": [], "end": []}
+    if peak > SILENCE_FLOOR_DB:
+        for edge, samples in (("start", segment[:window]), ("end", segment[-window:])):
+            level = _rms_db(samples) - peak
+            if level > cfg.edge_energy_db:
+                reasons[edge].append(f"edge level {level:.1f} dB re loudest frame > {cfg.edge_energy_db:g} dB")
+    if words and end_s - words[-1].end < cfg.word_margin_s:
+        reasons["end"].append(f"word {words[-1].text.strip()!r} ends {end_s - words[-1].end:.3f} s before the cut")
+    reason = "; ".join(f"{edge}: {r}" for edge, rs in reasons.items() for r in rs) or None
+    return bool(reasons["start"]), bool(reasons["end"]), reason
+
+
+def _checked_piece(audio: np.ndarray, sr: int, start_s: float, end_s: float, text: str,
+                   cfg: SegmentAudioConfig, words: Sequence[Word] = ()) -> Piece:
+    if end_s - start_s < cfg.min_segment_s:
+        return Piece(start_s, end_s, text, reject="too_short",
+                     detail=f"{end_s - start_s:.2f} s of sound < min_segment_s {cfg.min_segment_s:g} s")
+    return Piece(start_s, end_s, text, *detect_cutoff(audio, sr, start_s, end_s, cfg.cutoff, words))
+
+
+# ----------------------------------------------------------------------------- short utterances
+def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioConfig) -> Piece:
+    """A short transcribed utterance keeps its given text: trim leading/trailing silence and
+    check both edges for cut-off speech (sec 4.3)."""
+    start, end = trim_silence(audio, sr, cfg.trim_top_db, cfg.edge_pad_s)
+    if end <= start:
+        return Piece(0.0, len(audio) / sr, text, reject="no_speech", detail="the audio is digital silence")
+    return _checked_piece(audio, sr, start, end, text.strip(), cfg)
+
+
+# ----------------------------------------------------------------------------- long-form audio
+def split_at_pauses(spans: Sequence[Span], max_s: float, margin_s: float = 0.0) -> list[list[Span]]:
+    """Group the sorted speech `spans` (VAD regions or words) so that each group's extent plus
+    `margin_s` on both sides is at most `max_s`, splitting recursively at the longest pause.
+    A single span too long to fit forms a group of its own."""
+    groups, todo = [], [list(spans)]
+    while todo:
+        group = todo.pop()
+        if len(group) < 2 or group[-1][1] - group[0][0] + 2 * margin_s <= max_s:
+            groups.append(group)
+            continue
+        gaps = [nxt[0] - prev[1] for prev, nxt in zip(group, group[1:])]
+        cut = int(np.argmax(gaps)) + 1
+        todo += [group[cut:], group[:cut]]
+    return groups
+
+
+def piece_bounds(groups: Sequence[Sequence[Span]], duration_s: float, margin_s: float,
+                 cut_in: Callable[[float, float], float]) -> list[Span]:
+    """Start and end of each group's piece. A pause up to 2 * `margin_s` long is cut once, at
+    `cut_in(pause)`; a longer one ends the piece before it and starts the next one each within
+    `margin_s` of their speech. The file's own edges stay edges when speech is that close."""
+    first, last = groups[0][0][0], groups[-1][-1][1]
+    starts = [0.0 if first <= margin_s else cut_in(first - margin_s, first)]
+    ends = []
+    for before, after in zip(groups, groups[1:]):
+        pause_start, pause_end = before[-1][1], after[0][0]
+        if pause_end - pause_start <= 2 * margin_s:
+            ends.append(cut_in(pause_start, pause_end))
+            starts.append(ends[-1])
+        else:
+            ends.append(cut_in(pause_start, pause_start + margin_s))
+            starts.append(cut_in(pause_end - margin_s, pause_end))
+    ends.append(duration_s if duration_s - last <= margin_s else cut_in(last, last + margin_s))
+    return list(zip(starts, ends))
+
+
+def _load_aligner(cfg: SegmentAudioConfig):
+    """`whisperx.load_align_model` on the local wav2vec2 folder `cfg.alignment_model`."""
+    folder = Path(cfg.alignment_model)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"segment_audio.alignment_model={cfg.alignment_model!r} is not a folder; "
+                                "point it at a local wav2vec2 CTC model or set it to null")
+    import nltk
+    import whisperx
+    from whisperx.utils import PUNKT_LANGUAGES
+
+    punkt = f"tokenizers/punkt_tab/{PUNKT_LANGUAGES.get(cfg.language, 'english')}/"
+    try:
+        nltk.data.find(punkt)
+    except LookupError as err:
+        raise FileNotFoundError(f"whisperx.align needs NLTK data {punkt}, which cannot be downloaded here: "
+                                "put it in a folder named by NLTK_DATA, or set alignment_model: null") from err
+    return whisperx.load_align_model(cfg.language, "cpu", model_name=str(folder), model_cache_only=True)
+
+
+def _timed_words(aligned: Sequence[dict]) -> list[Word]:
+    """`whisperx.align` words as `Word`s; a word it could not time (digits, symbols) is attached
+    to a timed neighbour so no text is lost."""
+    words: list[Word] = []
+    pending = ""
+    for item in aligned:
+        if "start" not in item or "end" not in item:
+            if words:
+                words[-1] = replace(words[-1], text=f"{words[-1].text} {item['word']}")
+            else:
+                pending += f" {item['word']}"
+            continue
+        words.append(Word(float(item["start"]), float(item["end"]), f"{pending} {item['word']}"))
+        pending = ""
+    return words
+
+
+class Segmenter:
+    """Long-form segmentation (sec 4.1, with the cut-off checks of sec 4.3) using WhisperX's bundled pyannote VAD and a faster-whisper
+    model (plus an optional local wav2vec2 aligner), loaded once and shared by every file.
+    Nothing is downloaded."""
+
+    def __init__(self, cfg: SegmentAudioConfig):
+        import torch
+        from faster_whisper import WhisperModel
+        from whisperx.vads.pyannote import load_vad_model  # whisperx/assets/pytorch_model.bin
+
+        torch.set_num_threads(cfg.cpu_threads)
+        logging.getLogger("lightning.pytorch.utilities.migration.utils").setLevel(logging.WARNING)  # "upgraded checkpoint"
+        self.cfg = cfg
+        self.vad = load_vad_model("cpu", cfg.vad_onset, cfg.vad_offset)
+        self.whisper = WhisperModel(str(resolve_whisper_model(cfg.whisper_model)), device="cpu",
+                                    compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads, num_workers=1)
+        self.aligner = _load_aligner(cfg) if cfg.alignment_model else None
+
+    def speech_regions(self, audio16k: np.ndarray) -> list[Span]:
+        """Speech regions by the VAD, binarised with `vad_onset` / `vad_offset`; a region too long
+        for one piece is split at its lowest VAD score (WhisperX's min-cut)."""
+        import torch
+        from whisperx.vads.pyannote import Binarize
+
+        scores = self.vad({"waveform": torch.from_numpy(audio16k)[None], "sample_rate": MODEL_SR})
+        binarize = Binarize(onset=self.cfg.vad_onset, offset=self.cfg.vad_offset,
+                            min_duration_on=MIN_VAD_REGION_S,
+                            max_duration=self.cfg.max_segment_s - 2 * PAUSE_MARGIN_S)
+        return [(float(s.start), float(s.end)) for s in binarize(scores).get_timeline()]
+
+    def transcribe(self, audio16k: np.ndarray) -> list[Word]:
+        """Words with times (s from the start of `audio16k`)."""
+        segments, _ = self.whisper.transcribe(audio16k, language=self.cfg.language, beam_size=BEAM_SIZE,
+                                              word_timestamps=True, condition_on_previous_text=False,
+                                              vad_filter=False)
+        words = [Word(w.start, w.end, w.word) for s in segments for w in (s.words or [])]
+        if self.aligner is None or not words:
+            return words
+        import whisperx
+
+        model, metadata = self.aligner
+        transcript = [{"start": 0.0, "end": len(audio16k) / MODEL_SR, "text": "".join(w.text for w in words).strip()}]
+        return _timed_words(whisperx.align(transcript, model, metadata, audio16k, "cpu")["word_segments"])
+
+    def segment_long(self, audio: np.ndarray, sr: int) -> list[Piece]:
+        """Long or untranscribed audio -> pieces of at most `max_segment_s`, cut in pauses, each
+        transcribed on its own. No pieces when the VAD finds no speech."""
+        audio16k = soxr.resample(audio, sr, MODEL_SR) if sr != MODEL_SR else audio
+        regions = self.speech_regions(audio16k)
+        if not regions:
+            return []
+        groups = split_at_pauses(regions, self.cfg.max_segment_s, PAUSE_MARGIN_S)
+        bounds = piece_bounds(groups, len(audio) / sr, PAUSE_MARGIN_S, lambda a, b: quietest_time(audio, sr, a, b))
+        return [self._piece(audio, sr, audio16k, b) for b in bounds]
+
+    def _piece(self, audio: np.ndarray, sr: int, audio16k: np.ndarray, bounds: Span) -> Piece:
+        """Transcribe the piece between two cuts, trim it to its sound (and its last word) and check
+        its edges; the last word can only end near the segment's end where the cut stopped it."""
+        lo, hi = bounds
+        words = [Word(w.start + lo, w.end + lo, w.text) for w in self.transcribe(_slice(audio16k, MODEL_SR, lo, hi))]
+        text = "".join(w.text for w in words).strip()
+        if not text:
+            return Piece(lo, hi, "", reject="no_speech", detail="the recogniser found no words between these cuts")
+        start, end = trim_silence(_slice(audio, sr, lo, hi), sr, self.cfg.trim_top_db, self.cfg.edge_pad_s)
+        end = max(lo + end, min(hi, words[-1].end + self.cfg.edge_pad_s))  # never trim off a word Whisper heard
+        return _checked_piece(audio, sr, lo + start, end, text, self.cfg, words)
+
+
+# ----------------------------------------------------------------------------- corpus
+def _cache_file(path: Path, cfg: SegmentAudioConfig) -> Path:
+    """Per-file cache entry keyed by audio content, the params that change the result and this code."""
+    relevant = manifest.params_hash(replace(cfg, manifest="", cpu_threads=0))
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    key = hashlib.sha256(f"{manifest.sha256_file(path)}{relevant}{code}".encode()).hexdigest()[:32]
+    return cache_dir() / "segments" / f"{key}.json"
+
+
+def _cached_longform(path: Path, expected_sr: int, cfg: SegmentAudioConfig,
+                     get_segmenter: Callable[[], Segmenter]) -> list[Piece]:
+    """`Segmenter.segment_long` of the file, from the per-file cache when nothing changed."""
+    cache = _cache_file(path, cfg)
+    if cache.is_file():
+        return [Piece(**item) for item in json.loads(cache.read_text())]
+    pieces = get_segmenter().segment_long(*_read_audio(path, expected_sr))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=cache.parent, suffix=".tmp", delete=False) as fh:
+        json.dump([asdict(p) for p in pieces], fh)
+    os.replace(fh.name, cache)
+    return pieces
+
+
+def _read_audio(path: Path, expected_sr: int) -> tuple[np.ndarray, int]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} (from the audio manifest) does not exist: run `dvc repro resample_audio`")
+    audio, sr = sf.read(path, dtype="float32")
+    if audio.ndim != 1 or sr != expected_sr:
+        raise ValueError(f"{path}: expected mono audio at {expected_sr} Hz as the audio manifest says, got "
+                         f"{audio.shape[1] if audio.ndim > 1 else 1} channel(s) at {sr} Hz; re-run resample_audio")
+    return audio, sr
+
+
+def _rows(row, pieces: Sequence[Piece], text_source: str, cfg: SegmentAudioConfig,
+          lineage: manifest.Lineage) -> tuple[list[dict], list[dict]]:
+    segments, quarantine = [], []
+    if not pieces:
+        quarantine.append(manifest.quarantine_row(row.file_id, "source_file", row.audio_path, "no_speech",
+                                                  "the voice-activity detector found no speech", lineage,
+                                                  row.source_sha256, row.file_id))
+    for i, p in enumerate(pieces):
+        segment_id = f"{row.file_id}_{i:04d}"
+        if p.reject:
+            quarantine.append(manifest.quarantine_row(segment_id, "segment", row.audio_path, p.reject,
+                                                      f"{p.start_s:.2f}-{p.end_s:.2f} s: {p.detail}", lineage,
+                                                      row.source_sha256, row.file_id))
+            continue
+        cut = p.cutoff_start or p.cutoff_end
+        segments.append({
+            "segment_id": segment_id, "file_id": row.file_id, "audio_path": row.audio_path,
+            "start_s": round(p.start_s, 4), "end_s": round(p.end_s, 4),
+            "duration_s": round(p.end_s - p.start_s, 4), "sample_rate": int(row.sample_rate),
+            "text": p.text, "text_source": text_source, "speaker": row.speaker, "split": row.split,
+            "cutoff_start": p.cutoff_start, "cutoff_end": p.cutoff_end, "cutoff_reason": p.cutoff_reason,
+            "use_for_training": not (cfg.exclude_cutoff and cut), "source_sha256": row.source_sha256,
+            "parent_id": row.file_id, **lineage.columns()})
+    return segments, quarantine
+
+
+def segment_corpus(audio_rows: pd.DataFrame, cfg: SegmentAudioConfig, lineage: manifest.Lineage,
+                   project_root: Path, segmenter: Segmenter | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(segments rows, quarantine rows) for the `audio` table joined with `source_files`
+    (`text`, `transcribed`). Transcribed files up to `transcribed_max_s` keep their text; all
+    others are cut and transcribed by Whisper (sec 4.1, 4.3). Models load once, on first need;
+    `segmenter` passes already loaded ones."""
+    missing = sorted(set(AUDIO_COLUMNS) - set(audio_rows.columns))
+    if missing:
+        raise ValueError(f"segment_corpus: audio rows lack column(s) {missing}; join `audio` with "
+                         "`source_files` (text, transcribed) on file_id")
+    loaded: list[Segmenter] = [segmenter] if segmenter is not None else []
+
+    def get_segmenter() -> Segmenter:
+        if not loaded:
+            loaded.append(Segmenter(cfg))
+        return loaded[0]
+
+    segments, quarantine = [], []
+    for row in audio_rows.itertuples(index=False):
+        path = Path(project_root) / row.audio_path
+        if row.transcribed and row.duration_s <= cfg.transcribed_max_s:
+            if not isinstance(row.text, str) or not row.text.strip():
+                raise ValueError(f"{row.audio_path} (file_id {row.file_id}) is marked transcribed but has no text: "
+                                 "fix its source or re-run prepare_corpus, which quarantines missing transcripts")
+            pieces, source = [segment_utterance(*_read_audio(path, int(row.sample_rate)), row.text, cfg)], "given"
+        else:
+            pieces, source = _cached_longform(path, int(row.sample_rate), cfg, get_segmenter), "whisper"
+        kept, rejected = _rows(row, pieces, source, cfg, lineage)
+        segments += kept
+        quarantine += rejected
+    return manifest.frame("segments", segments), manifest.frame("quarantine", quarantine)
