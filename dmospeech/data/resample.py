@@ -7,13 +7,13 @@ a rerun only processes new or changed files; files no longer referenced are remo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from dmospeech import audio as A
+from dmospeech.atomic import write_text_atomic
 from dmospeech.config import ResampleAudioConfig
 from dmospeech.data.manifest import Lineage, frame, quarantine_row
 
@@ -47,12 +47,6 @@ def condition_file(path: str, cfg: ResampleAudioConfig) -> tuple[np.ndarray, dic
     return out, info
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
-
-
 def resample_corpus(sources: pd.DataFrame, cfg: ResampleAudioConfig, lineage: Lineage,
                     project_root: Path = Path("."), progress=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(`audio`, `quarantine`) rows for every row of `source_files`; writes the FLAC files.
@@ -72,7 +66,7 @@ def resample_corpus(sources: pd.DataFrame, cfg: ResampleAudioConfig, lineage: Li
                 cached = {"info": info}
             except A.AudioError as err:
                 cached = {"error": {"reason": err.reason, "detail": err.detail}}
-            _write_json_atomic(stats_json, cached)
+            write_text_atomic(stats_json, json.dumps(cached, indent=1))
         keep.update({flac.name, stats_json.name})
         if "error" in cached:
             quarantine.append(quarantine_row(src.file_id, "source_file", src.path, cached["error"]["reason"],

@@ -89,7 +89,6 @@ def frame_db(audio: np.ndarray, sr: int) -> np.ndarray:
 def _rms_db(samples: np.ndarray) -> float:
     return float(10 * np.log10(max(float(np.mean(np.square(samples, dtype=np.float64))), 1e-12)))
 
-
 def _slice(audio: np.ndarray, sr: int, start_s: float, end_s: float) -> np.ndarray:
     return audio[max(0, int(round(start_s * sr))):max(0, int(round(end_s * sr)))]
 
@@ -243,9 +242,8 @@ def _timed_words(aligned: Sequence[dict]) -> list[Word]:
 
 
 class Segmenter:
-    """Long-form segmentation (sec 4.1, with the cut-off checks of sec 4.3) using WhisperX's bundled pyannote VAD and a faster-whisper
-    model (plus an optional local wav2vec2 aligner), loaded once and shared by every file.
-    Nothing is downloaded."""
+    """Long-form segmentation (sec 4.1, cut-off checks of sec 4.3): WhisperX's bundled pyannote VAD,
+    a faster-whisper model and an optional local wav2vec2 aligner, loaded once; nothing downloads."""
 
     def __init__(self, cfg: SegmentAudioConfig):
         import torch

@@ -29,6 +29,7 @@ from great_expectations.expectations.row_conditions import Column  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from dmospeech.atomic import write_text_atomic  # noqa: E402
 from dmospeech.config import SourceConfig, ValidateManifestConfig  # noqa: E402
 from dmospeech.data.ingest import SPLITS  # noqa: E402
 from dmospeech.data.manifest import QUARANTINE_REASONS, open_manifests  # noqa: E402
@@ -350,12 +351,6 @@ def validate_manifests(stage_dbs: Iterable[str | os.PathLike], cfg: ValidateMani
 
 
 # ----------------------------------------------------------------------------- reporting
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def quarantine_csv(report: ValidationReport) -> str:
     """The quarantine summary as CSV: stage, reason, count, description."""
     out = io.StringIO()
@@ -383,9 +378,9 @@ def write_report(report: ValidationReport, report_dir: str | os.PathLike) -> Pat
     """Write report.json, quarantine_summary.csv and summary.md into `report_dir` (each atomically)."""
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "report.json", json.dumps(asdict(report), indent=2, default=str) + "\n")
-    _write_atomic(out / "quarantine_summary.csv", quarantine_csv(report))
-    _write_atomic(out / "summary.md", summary_markdown(report))
+    write_text_atomic(out / "report.json", json.dumps(asdict(report), indent=2, default=str) + "\n")
+    write_text_atomic(out / "quarantine_summary.csv", quarantine_csv(report))
+    write_text_atomic(out / "summary.md", summary_markdown(report))
     return out
 
 
