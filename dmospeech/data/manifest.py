@@ -37,8 +37,6 @@ QUARANTINE_REASONS: dict[str, str] = {
     "unsupported_format": "the file extension is not an audio format we read",
 }
 
-TABLES = ("scanned_files", "source_files", "audio", "segments", "phonemes", "quarantine")
-
 
 @lru_cache(maxsize=1)
 def schema_statements() -> dict[str, str]:
