@@ -10,6 +10,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from dmospeech.config import PhonemizeTextConfig
@@ -54,7 +55,7 @@ class Vocabulary:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(data["version"], tuple(data["symbols"]))
 
-    @property
+    @cached_property
     def index(self) -> dict[str, int]:
         return {s: i for i, s in enumerate(self.symbols)}
 
