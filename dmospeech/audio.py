@@ -162,3 +162,13 @@ def write_audio_atomic(path: str | os.PathLike, audio: np.ndarray, sample_rate: 
     os.replace(tmp, path)
     return path
 
+
+
+def read_region(path: str | os.PathLike, start_s: float, end_s: float) -> tuple[np.ndarray, int]:
+    """Mono float32 samples of [start_s, end_s) of a file, reading only that region."""
+    with sf.SoundFile(str(path)) as snd:
+        sr = snd.samplerate
+        start = int(round(start_s * sr))
+        snd.seek(start)
+        block = snd.read(max(0, int(round(end_s * sr)) - start), dtype="float32", always_2d=True)
+    return to_mono(block.T), sr

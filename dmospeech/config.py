@@ -117,6 +117,95 @@ class ValidateManifestConfig:
     report_dir: str
 
 
+# ----------------------------------------------------------------------------- training (shared)
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """AdamW with linear warmup then cosine decay from `lr` to `min_lr` over the loop's max_steps."""
+    lr: float
+    min_lr: float
+    betas: tuple[float, ...]
+    weight_decay: float
+    warmup_steps: int
+    grad_clip: float  # max global grad norm; 0 disables clipping
+
+
+@dataclass(frozen=True)
+class TrainLoopConfig:
+    """What every trainer shares (dmospeech/train.py)."""
+    max_steps: int
+    max_minutes: float        # wall-clock budget; 0 = none (stops cleanly with a checkpoint)
+    seed: int
+    batch_seconds: float      # total audio seconds per batch and rank (length bucketing)
+    max_batch_items: int
+    num_workers: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    log_every: int
+    valid_every: int
+    ema_decay: float
+    ema_every: int
+    out_dir: str              # checkpoints: <out_dir>/step_<n>/ and <out_dir>/latest
+    report_dir: str           # dvclive metrics and plots, samples
+
+
+# ----------------------------------------------------------------------------- codec (app. C.1)
+@dataclass(frozen=True)
+class CodecConfig:
+    """DAC encoder/decoder with a Gaussian (VAE) bottleneck; hop = prod(strides)."""
+    sample_rate: int
+    encoder_dim: int
+    strides: tuple[int, ...]
+    latent_dim: int
+    decoder_dim: int
+
+    @property
+    def hop_length(self) -> int:
+        hop = 1
+        for stride in self.strides:
+            hop *= stride
+        return hop
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """DAC's multi-period (periods) and multi-resolution STFT (fft_sizes) discriminators."""
+    periods: tuple[int, ...]
+    fft_sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MelLossConfig:
+    """DAC's multi-scale mel loss: one STFT per window length."""
+    n_mels: tuple[int, ...]
+    window_lengths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrainCodecConfig:
+    model: CodecConfig
+    discriminator: DiscriminatorConfig
+    mel: MelLossConfig
+    loss_weights: dict[str, float]   # "mel/loss", "waveform/l1", "kl/loss", "adv/gen_loss", "adv/feat_loss"
+    adversarial_start_step: int
+    crop_seconds: float
+    valid_clips: int
+    valid_seconds: float
+    optimizer: OptimizerConfig
+    disc_optimizer: OptimizerConfig
+    loop: TrainLoopConfig
+
+
+@dataclass(frozen=True)
+class EncodeLatentsConfig:
+    use_mean: bool            # posterior mean (default) or a sample
+    shard_frames: int         # latent frames per shard file
+    batch_seconds: float
+    out_dir: str
+    manifest: str
+    stats_path: str           # global latent mean/std (JSON) used to normalise latents
+    report_dir: str           # the latents gate's report
+
+
 @dataclass(frozen=True)
 class Params:
     prepare_demo_corpus: PrepareDemoCorpusConfig
@@ -125,6 +214,8 @@ class Params:
     segment_audio: SegmentAudioConfig
     phonemize_text: PhonemizeTextConfig
     validate_manifest: ValidateManifestConfig
+    train_codec: TrainCodecConfig
+    encode_latents: EncodeLatentsConfig
 
     def manifests(self) -> list[str]:
         """Every stage database of the data half, upstream first."""

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from dmospeech.config import load_params
-from dmospeech.data.validate import print_report, validate_manifests, write_report
+from dmospeech.data.gate_report import finish_gate
+from dmospeech.data.validate import validate_manifests
 from dmospeech.text import Vocabulary
 
 
@@ -20,13 +21,7 @@ def main(params_path: str | Path = "params.yaml") -> int:
     vocab = Vocabulary.load(params.phonemize_text.vocab_path)
     report = validate_manifests(params.manifests(), cfg, sample_rate=params.resample_audio.sample_rate,
                                 vocab_size=len(vocab), vocab_version=vocab.version)
-    write_report(report, cfg.report_dir)
-    print_report(report)
-    if report.success:
-        return 0
-    print(f"validate_manifest failed: {len(report.failures)} of {len(report.checks)} checks "
-          f"(report in {cfg.report_dir}):\n{report.failure_message()}", file=sys.stderr)
-    return 1
+    return finish_gate(report, cfg.report_dir)
 
 
 if __name__ == "__main__":

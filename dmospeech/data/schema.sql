@@ -119,3 +119,22 @@ CREATE TABLE quarantine (
     code_version   VARCHAR NOT NULL,
     created_at     TIMESTAMP NOT NULL
 );
+
+CREATE TABLE latents (                  -- stage encode_latents: one row per encoded segment
+    segment_id        VARCHAR PRIMARY KEY,
+    shard             VARCHAR NOT NULL,   -- safetensors file, relative to encode_latents.out_dir
+    frame_offset      BIGINT NOT NULL,    -- first row of this segment in the shard's (frames, c) tensor
+    num_frames        INTEGER NOT NULL,   -- ceil(num_samples / hop)
+    num_samples       BIGINT NOT NULL,    -- segment audio samples at 48 kHz
+    mean              DOUBLE NOT NULL,    -- over all frames and channels of this segment
+    std               DOUBLE NOT NULL,
+    min               DOUBLE NOT NULL,
+    max               DOUBLE NOT NULL,
+    codec_checkpoint  VARCHAR NOT NULL,   -- checkpoint folder of the codec that encoded it
+    source_sha256     VARCHAR NOT NULL,
+    parent_id         VARCHAR NOT NULL,   -- segments.segment_id
+    stage             VARCHAR NOT NULL,
+    params_hash       VARCHAR NOT NULL,
+    code_version      VARCHAR NOT NULL,
+    created_at        TIMESTAMP NOT NULL
+);

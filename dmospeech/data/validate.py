@@ -4,17 +4,14 @@ Per-table rules run as GX 1.x suites built in code (`build_suites`) over each ma
 with `result_format` COMPLETE and the table's id column as `unexpected_index_column_names`, so a
 failure names its rows. Rules that span tables are SQL queries over `open_manifests` that must
 return no ids (`RELATIONAL_CHECKS`, `lineage_checks`). `validate_manifests` runs both and returns
-a `ValidationReport`; `write_report` stores it (JSON, quarantine CSV, Markdown summary).
+a `ValidationReport`; `dmospeech.data.gate_report` writes and prints it.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import typing
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -26,10 +23,7 @@ import pandas as pd  # noqa: E402
 from great_expectations.data_context.types.base import (  # noqa: E402
     DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
 from great_expectations.expectations.row_conditions import Column  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
-from dmospeech.atomic import write_text_atomic  # noqa: E402
 from dmospeech.config import SourceConfig, ValidateManifestConfig  # noqa: E402
 from dmospeech.data.ingest import SPLITS  # noqa: E402
 from dmospeech.data.manifest import QUARANTINE_REASONS, open_manifests  # noqa: E402
@@ -103,6 +97,7 @@ class ValidationReport:
     quarantine_summary: tuple[QuarantineCount, ...]
     stage_dbs: tuple[str, ...]
     settings: dict[str, Any]        # sample rate, vocabulary and the validate_manifest params
+    gate: str = "validate_manifest"  # the stage this report gates
 
     @property
     def failures(self) -> list[CheckResult]:
@@ -208,12 +203,11 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _check_from_gx(table: str, result: Any) -> CheckResult:
+def _check_from_gx(table: str, result: Any, id_column: str) -> CheckResult:
     """A `CheckResult` from one GX `ExpectationValidationResult`."""
     kwargs = dict(result.expectation_config.kwargs)
     columns = [kwargs.pop(key) for key in ("column", "column_A", "column_B") if key in kwargs]
     kwargs.pop("batch_id", None)
-    id_column = ID_COLUMNS[table]
     ids = _unique(str(row[id_column]) for row in result.result.get("unexpected_index_list") or [])
     errors = _exception_messages(result.exception_info or {})
     return CheckResult(expectation=result.expectation_config.type, table=table, column=",".join(columns) or None,
@@ -222,14 +216,16 @@ def _check_from_gx(table: str, result: Any) -> CheckResult:
                        detail=json.dumps(kwargs, default=str) if kwargs else "", error="; ".join(errors) or None)
 
 
-def run_suite(context: Any, table: str, rows: pd.DataFrame, suite: gx.ExpectationSuite) -> list[CheckResult]:
-    """Validate `rows` of `table` against `suite`; failures carry the table's id column."""
+def run_suite(context: Any, table: str, rows: pd.DataFrame, suite: gx.ExpectationSuite,
+              id_column: Optional[str] = None) -> list[CheckResult]:
+    """Validate `rows` of `table` against `suite`; failures carry the id column (default: the table's)."""
+    id_column = id_column or ID_COLUMNS[table]
     batch_definition = (context.data_sources.add_pandas(f"{table}_rows").add_dataframe_asset(table)
                         .add_batch_definition_whole_dataframe(table))
     batch = batch_definition.get_batch(batch_parameters={"dataframe": rows})
     result = batch.validate(suite, result_format={"result_format": "COMPLETE",
-                                                  "unexpected_index_column_names": [ID_COLUMNS[table]]})
-    return [_check_from_gx(table, r) for r in result.results]
+                                                  "unexpected_index_column_names": [id_column]})
+    return [_check_from_gx(table, r, id_column) for r in result.results]
 
 
 # ----------------------------------------------------------------------------- relational checks
@@ -348,51 +344,3 @@ def validate_manifests(stage_dbs: Iterable[str | os.PathLike], cfg: ValidateMani
     return ValidationReport(success=all(check.success for check in checks), checks=tuple(checks),
                             row_counts=row_counts, quarantine_summary=quarantined, stage_dbs=stage_dbs,
                             settings=settings)
-
-
-# ----------------------------------------------------------------------------- reporting
-def quarantine_csv(report: ValidationReport) -> str:
-    """The quarantine summary as CSV: stage, reason, count, description."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["stage", "reason", "count", "description"])
-    for row in report.quarantine_summary:
-        writer.writerow([row.stage, row.reason, row.count, QUARANTINE_REASONS.get(row.reason, "unknown reason")])
-    return out.getvalue()
-
-
-def summary_markdown(report: ValidationReport) -> str:
-    """A short human-readable summary: verdict, failures, row counts, quarantine counts."""
-    lines = [f"# validate_manifest: {'PASSED' if report.success else 'FAILED'}", "",
-             f"{len(report.checks) - len(report.failures)} of {len(report.checks)} checks passed.", ""]
-    if report.failures:
-        lines += ["## Failures", ""] + [f"- {check.message()}" for check in report.failures] + [""]
-    lines += ["## Rows", "", "| table | rows |", "|---|---|"]
-    lines += [f"| {table} | {count} |" for table, count in report.row_counts.items()]
-    lines += ["", "## Quarantine", "", "| stage | reason | count |", "|---|---|---|"]
-    lines += [f"| {row.stage} | {row.reason} | {row.count} |" for row in report.quarantine_summary]
-    return "\n".join(lines) + "\n"
-
-
-def write_report(report: ValidationReport, report_dir: str | os.PathLike) -> Path:
-    """Write report.json, quarantine_summary.csv and summary.md into `report_dir` (each atomically)."""
-    out = Path(report_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "report.json", json.dumps(asdict(report), indent=2, default=str) + "\n")
-    write_text_atomic(out / "quarantine_summary.csv", quarantine_csv(report))
-    write_text_atomic(out / "summary.md", summary_markdown(report))
-    return out
-
-
-def print_report(report: ValidationReport, console: Optional[Console] = None) -> None:
-    """Print the checks (failures first) as a rich table, then the quarantine counts."""
-    console = console or Console()
-    checks = Table(title=f"validate_manifest: {'PASSED' if report.success else 'FAILED'}")
-    for name in ("ok", "expectation", "where", "failing", "rows"):
-        checks.add_column(name)
-    for check in sorted(report.checks, key=lambda c: c.success):
-        checks.add_row("[green]ok[/]" if check.success else "[red]FAIL[/]", check.expectation, check.where,
-                       str(check.unexpected_count), check.error or ", ".join(check.failing_rows[:5]))
-    console.print(checks)
-    counts = ", ".join(f"{row.stage}/{row.reason}: {row.count}" for row in report.quarantine_summary)
-    console.print(f"quarantine: {counts or 'empty'}")

@@ -1,0 +1,83 @@
+"""Datasets over the 48 kHz segments of the manifests.
+
+Shapes: b batch, t samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from dmospeech.audio import read_region
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A region of a 48 kHz mono file."""
+    clip_id: str
+    path: str
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+def clips_from_segments(segments: pd.DataFrame, project_root: Path = Path(".")) -> list[Clip]:
+    """Clips for `segments` rows (segment_id, audio_path, start_s, end_s)."""
+    return [Clip(s.segment_id, str(project_root / s.audio_path), float(s.start_s), float(s.end_s))
+            for s in segments.itertuples(index=False)]
+
+
+def load_clip(clip: Clip, sample_rate: int) -> np.ndarray:
+    audio, sr = read_region(clip.path, clip.start_s, clip.end_s)
+    if sr != sample_rate:
+        raise ValueError(f"{clip.path} is {sr} Hz, expected {sample_rate}: run resample_audio")
+    return audio
+
+
+class CropDataset(Dataset):
+    """Random fixed-length crops of clips (codec training). A clip shorter than the crop is
+    zero-padded. Crop positions come from torch's RNG, so a resumed run repeats them."""
+
+    def __init__(self, clips: Sequence[Clip], crop_seconds: float, sample_rate: int):
+        self.clips = list(clips)
+        self.crop = int(round(crop_seconds * sample_rate))
+        self.sample_rate = sample_rate
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def durations(self) -> list[float]:
+        return [self.crop / self.sample_rate] * len(self.clips)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        clip = self.clips[i]
+        n = int(clip.duration_s * self.sample_rate)
+        offset = int(torch.randint(0, max(1, n - self.crop + 1), ()).item()) / self.sample_rate
+        audio, _ = read_region(clip.path, clip.start_s + offset, clip.start_s + offset + self.crop / self.sample_rate)
+        out = torch.zeros(self.crop)
+        out[: len(audio)] = torch.from_numpy(audio[: self.crop])
+        return out
+
+
+def stack_audio(items: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Equal-length (t,) crops -> (b, 1, t)."""
+    return torch.stack(list(items))[:, None]
+
+
+def validated_segments(con, splits: Sequence[str]) -> pd.DataFrame:
+    """Segments usable for training (not flagged as cut off) in `splits`, with phonemes, longest first.
+    `con` is `open_manifests(params.manifests())`."""
+    placeholders = ", ".join("?" for _ in splits)
+    return con.execute(
+        f"SELECT s.* FROM segments s JOIN phonemes p USING (segment_id) "
+        f"WHERE s.use_for_training AND s.split IN ({placeholders}) ORDER BY s.duration_s DESC, s.segment_id",
+        list(splits)).df()

@@ -1,0 +1,86 @@
+"""The DAC variational autoencoder of appendix C.1: descript-audio-codec's own encoder and decoder
+blocks with the residual vector quantiser replaced by a Gaussian bottleneck.
+
+Shapes: b batch, t samples (48 kHz), n latent frames (t / hop, 40 Hz), c latent channels (64).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from dac.model.dac import Decoder, Encoder, init_weights
+from torch import nn
+
+from dmospeech.config import CodecConfig, from_dict
+
+LOGSCALE_MIN, LOGSCALE_MAX = -12.0, 4.0
+
+
+class Codec(nn.Module):
+    """encode(audio) -> (mean, logscale); decode(latents) -> audio; forward = both with eq. 11."""
+
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        if cfg.hop_length * 40 != cfg.sample_rate:
+            raise ValueError(f"codec strides {cfg.strides} give hop {cfg.hop_length}; the paper's latents are "
+                             f"40 Hz, which needs hop {cfg.sample_rate // 40} at {cfg.sample_rate} Hz")
+        self.cfg = cfg
+        # DAC's encoder ends in a conv to d_latent channels: 2c = mean and log-scale (eq. 11)
+        self.encoder = Encoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim)
+        self.decoder = Decoder(cfg.latent_dim, cfg.decoder_dim, list(reversed(cfg.strides)))
+        self.apply(init_weights)
+
+    @property
+    def hop_length(self) -> int:
+        return self.cfg.hop_length
+
+    def pad(self, audio: torch.Tensor) -> torch.Tensor:
+        """Right-pad (b, 1, t) with zeros to a multiple of the hop."""
+        return F.pad(audio, (0, (-audio.shape[-1]) % self.hop_length))
+
+    def encode(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 1, t) -> mean, logscale, each (b, c, ceil(t / hop))."""
+        mean, logscale = self.encoder(self.pad(audio)).chunk(2, dim=1)
+        return mean, logscale.clamp(LOGSCALE_MIN, LOGSCALE_MAX)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(b, c, n) -> (b, 1, n * hop)."""
+        return self.decoder(latents)
+
+    def forward(self, audio: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
+        """Reparameterised z = mean + exp(logscale) * eps (eq. 11), decoded; audio_hat cut to t."""
+        mean, logscale = self.encode(audio)
+        z = mean + torch.exp(logscale) * torch.randn_like(mean) if sample else mean
+        return {"audio_hat": self.decode(z)[..., : audio.shape[-1]], "mean": mean, "logscale": logscale, "z": z}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint_dir: str | Path, ema: bool = True) -> "Codec":
+        """Rebuild from a training checkpoint alone (its run config names the model config)."""
+        from dmospeech.train import load_part_weights, read_run_config
+
+        cfg = from_dict(CodecConfig, read_run_config(checkpoint_dir)["model"], "model")
+        codec = cls(cfg)
+        codec.load_state_dict(load_part_weights(checkpoint_dir, "codec", ema=ema))
+        return codec.eval()
+
+
+def kl_loss(mean: torch.Tensor, logscale: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q(z|y) || N(0, I)) of eq. 12: mean over channels of (mu^2 + sigma^2 - log sigma^2 - 1),
+    averaged over the (masked) frames. mask: (b, n) with 1 on valid frames."""
+    per_frame = (mean.square() + torch.exp(2 * logscale) - 2 * logscale - 1).mean(dim=1)  # (b, n)
+    if mask is None:
+        return per_frame.mean()
+    return (per_frame * mask).sum() / mask.sum().clamp(min=1)
+
+
+def frames_for_samples(num_samples: int, hop_length: int) -> int:
+    """Latent frames the codec produces for `num_samples` of audio: ceil(t / hop)."""
+    return math.ceil(num_samples / hop_length)
+
+
+def codec_config_json(cfg: CodecConfig) -> str:
+    return json.dumps(asdict(cfg))

@@ -1,0 +1,67 @@
+"""The DAC-VAE codec: shapes at hop 1200, the Gaussian bottleneck and the KL term of eq. 12."""
+from dataclasses import replace
+
+import pytest
+import torch
+
+from dmospeech.models.codec import Codec, frames_for_samples, kl_loss
+from dmospeech.models.codec_loss import CodecLoss, build_discriminator
+from tests.helpers import params
+
+
+@pytest.fixture(scope="module")
+def codec():
+    torch.manual_seed(0)
+    return Codec(params().train_codec.model)
+
+
+@pytest.mark.parametrize("samples", [1200, 4800, 5000, 48000 + 17])
+def test_shapes_follow_the_hop(codec, samples):
+    audio = torch.randn(2, 1, samples) * 0.1
+    mean, logscale = codec.encode(audio)
+    assert mean.shape == logscale.shape == (2, 64, frames_for_samples(samples, 1200))
+    out = codec(audio)
+    assert out["audio_hat"].shape == audio.shape
+    assert codec.decode(mean).shape == (2, 1, mean.shape[-1] * 1200)
+
+
+def test_forty_frames_per_second(codec):
+    assert codec.hop_length == 1200 and 48000 / codec.hop_length == 40
+    with pytest.raises(ValueError, match="40 Hz"):
+        Codec(replace(params().train_codec.model, strides=(2, 6, 10)))
+
+
+def test_reparameterisation_uses_the_scale(codec):
+    audio = torch.randn(1, 1, 4800) * 0.1
+    torch.manual_seed(1)
+    a = codec(audio)
+    torch.manual_seed(2)
+    b = codec(audio)
+    assert torch.allclose(a["mean"], b["mean"]) and not torch.allclose(a["z"], b["z"])
+    assert torch.allclose(codec(audio, sample=False)["z"], a["mean"])
+
+
+def test_kl_matches_eq12_and_is_zero_for_the_prior():
+    mean, logscale = torch.zeros(2, 64, 5), torch.zeros(2, 64, 5)
+    assert kl_loss(mean, logscale) == 0
+    mean = torch.full((1, 4, 3), 0.5)
+    logscale = torch.full((1, 4, 3), torch.log(torch.tensor(2.0)).item())
+    expected = 0.25 + 4.0 - torch.log(torch.tensor(4.0)) - 1
+    assert torch.isclose(kl_loss(mean, logscale), expected)
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    mean[..., 2] = 100.0  # masked frame does not count
+    assert torch.isclose(kl_loss(mean, logscale, mask), expected)
+
+
+def test_generator_and_discriminator_losses_have_gradients(codec):
+    cfg = params().train_codec
+    loss = CodecLoss(cfg.mel, cfg.loss_weights, build_discriminator(cfg.discriminator, 48000), 48000)
+    audio = torch.randn(2, 1, 9600) * 0.1
+    out = codec(audio)
+    d, _ = loss.discriminator_losses(out["audio_hat"], audio)
+    g, logs = loss.generator_losses(out, audio, adversarial=True)
+    assert set(logs) >= {"mel/loss", "waveform/l1", "kl/loss", "adv/gen_loss", "adv/feat_loss", "loss/generator"}
+    g["loss/generator"].backward()
+    assert codec.encoder.block[0].weight_v.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown loss name"):
+        CodecLoss(cfg.mel, {"mel": 1.0}, loss.gan.discriminator, 48000)
