@@ -1,5 +1,6 @@
-"""`dvc repro` of the data half on the embedded demo corpus, in a fresh copy of the repository:
-every stage runs, validation passes, and a second `dvc repro` reruns nothing."""
+"""`dvc repro` of the whole pipeline on the embedded demo corpus, in a fresh copy of the repository
+(codec training shortened to a few steps): every stage runs, both gates pass, every training segment
+has latents whose frame count follows the hop, and a second `dvc repro` reruns nothing."""
 import os
 import shutil
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dmospeech.config import load_params
 from dmospeech.data.manifest import open_manifests
@@ -30,6 +32,11 @@ def demo_repo(tmp_path_factory):
         if (PROJECT_ROOT / name).is_file() and name != "dvc.lock":
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PROJECT_ROOT / name, repo / name)
+    data = yaml.safe_load((repo / "params.yaml").read_text())
+    data["train_codec"]["loop"].update(max_steps=4, checkpoint_every=2, valid_every=1000, batch_seconds=0.8,
+                                       max_batch_items=4)
+    data["train_codec"].update(crop_seconds=0.2, valid_clips=1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run(["git", "init", "-q"], repo, env)
     return repo, env
@@ -40,13 +47,13 @@ def test_demo_pipeline_runs_validates_and_is_idempotent(demo_repo):
     dvc = [sys.executable, "-m", "dvc"]
     first = run(dvc + ["repro"], repo, env)
     for stage in ("prepare_demo_corpus", "scan_source@0", "prepare_corpus", "resample_audio", "segment_audio",
-                  "phonemize_text", "validate_manifest"):
+                  "phonemize_text", "validate_manifest", "train_codec", "encode_latents"):
         assert f"Running stage '{stage}'" in first
     second = run(dvc + ["repro"], repo, env)
     assert "Running stage" not in second and "Data and pipelines are up to date" in second
 
     params = load_params(repo / "params.yaml")
-    con = open_manifests([repo / m for m in params.manifests()])
+    con = open_manifests([repo / m for m in params.manifests()] + [repo / params.encode_latents.manifest])
     n_files, = con.execute("SELECT count(*) FROM source_files").fetchall()[0]
     rates = con.execute("SELECT DISTINCT sample_rate FROM segments").fetchall()
     unphonemized = con.execute("SELECT count(*) FROM segments WHERE segment_id NOT IN "
@@ -54,3 +61,7 @@ def test_demo_pipeline_runs_validates_and_is_idempotent(demo_repo):
     whisper = con.execute("SELECT count(*), max(duration_s) FROM segments WHERE text_source = 'whisper'").fetchall()[0]
     assert n_files == 71 and rates == [(48000,)] and unphonemized == 0
     assert whisper[0] >= 2 and whisper[1] <= 30.0  # the 33 s long-form reading was cut
+    bad_frames = con.execute("SELECT count(*) FROM latents WHERE num_frames != (num_samples + 1199) // 1200").fetchall()
+    missing = con.execute("SELECT count(*) FROM segments WHERE use_for_training AND segment_id NOT IN "
+                          "(SELECT segment_id FROM latents)").fetchall()
+    assert bad_frames == [(0,)] and missing == [(0,)]

@@ -20,7 +20,7 @@ from dmospeech.checkpoint import flatten, read_state, unflatten
 from dmospeech.config import OptimizerConfig
 from dmospeech.runtime import rng_state
 from dmospeech.train import EMA, Part, State, latest_checkpoint, load_part_weights, lr_at, read_run_config, train
-from tests.helpers import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT, child_env
 from tests.toy_task import RUN_CONFIG, ToyTask, loop_config, weights_hash
 
 OPT = OptimizerConfig(lr=1.0, min_lr=0.1, betas=(0.9, 0.99), weight_decay=0.0, warmup_steps=4, grad_clip=1.0)
@@ -28,15 +28,6 @@ OPT = OptimizerConfig(lr=1.0, min_lr=0.1, betas=(0.9, 0.99), weight_decay=0.0, w
 
 def metric_rows(report_dir: Path, name: str) -> list[str]:
     return (Path(report_dir) / "dvclive" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
-
-
-def child_env() -> dict:
-    """Environment for script subprocesses. With PYTHONDONTWRITEBYTECODE and no .pyc files in the venv every
-    interpreter recompiles torch and dvc (~15 s); the children cache their bytecode outside the venv instead."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    if env.pop("PYTHONDONTWRITEBYTECODE", None):
-        env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "dmospeech-pycache"))
-    return env
 
 
 def toy_script(spec: dict) -> list[str]:
