@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import asdict
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -31,7 +32,9 @@ def build_manifests(root) -> None:
     p = params()
     for s in range(3):
         for i in range(2):
-            write(root / "corpus" / f"spk{s}" / f"{i}.wav", voiced(1.5, f0=100 + 40 * s, seed=10 * s + i))
+            speech = voiced(1.5, f0=100 + 40 * s, seed=10 * s + i)
+            silence = np.zeros(4800, np.float32)  # 0.3 s each side, so no edge is flagged as cut off
+            write(root / "corpus" / f"spk{s}" / f"{i}.wav", np.concatenate([silence, speech, silence]))
             (root / "corpus" / f"spk{s}" / f"{i}.txt").write_text("A sentence of fabricated speech.")
     lin = Lineage.for_stage("test", {})
     files, _ = merge_sources(scan_rows(SourceConfig("fab", "sidecar", str(root / "corpus")), (".wav",), lin),
@@ -60,17 +63,22 @@ def stage(cwd) -> list[str]:
     return [sys.executable, str(PROJECT_ROOT / "stages" / "train_codec.py")]
 
 
+def checkpoint_step(ckpt) -> int:
+    latest = latest_checkpoint(ckpt)
+    return -1 if latest is None else int(latest.name.split("_")[1])
+
+
 def test_sigkill_then_rerun_resumes(codec_project):
     ckpt = codec_project / "data/models/codec"
     proc = subprocess.Popen(stage(codec_project), cwd=codec_project, env=child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and (latest_checkpoint(ckpt) is None or latest_checkpoint(ckpt).name < "step_4"):
+    deadline = time.time() + 600
+    while time.time() < deadline and checkpoint_step(ckpt) < 4:
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = int(latest_checkpoint(ckpt).name.split("_")[1])
+    killed_at = checkpoint_step(ckpt)
     assert 4 <= killed_at < 8
     rerun = subprocess.run(stage(codec_project), cwd=codec_project, env=child_env(), capture_output=True,
                            text=True, timeout=600)
