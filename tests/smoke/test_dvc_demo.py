@@ -38,7 +38,9 @@ def demo_repo(tmp_path_factory):
     data["train_codec"].update(crop_seconds=0.2, valid_clips=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    run(["git", "init", "-q"], repo, env)
+    run(["git", "init", "-q"], repo, env)  # a clone has commits; dvclive needs one to name its baseline
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], repo, env)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], repo, env)
     return repo, env
 
 
