@@ -19,7 +19,9 @@ def main() -> None:
                          "need at least one of each (check prepare_corpus.split and the manifests)")
     task = CodecTask(cfg, train_clips, valid_clips, cfg.loop.report_dir)
     result = train(task, cfg.loop, task.run_config())
-    Console().print(f"[bold]train_codec[/]: {result}")
+    final = task.validate(result.step)  # the decoded samples and spectrograms this stage declares
+    Console().print(f"[bold]train_codec[/]: {result}\nvalidation mel loss (EMA) {final['valid/mel_loss']:.3f}; "
+                    f"samples in {cfg.loop.report_dir}/samples")
 
 
 if __name__ == "__main__":
