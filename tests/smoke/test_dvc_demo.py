@@ -33,7 +33,7 @@ def demo_repo(tmp_path_factory):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PROJECT_ROOT / name, repo / name)
     data = yaml.safe_load((repo / "params.yaml").read_text())
-    data["train_codec"]["loop"].update(max_steps=4, checkpoint_every=2, valid_every=1000, batch_seconds=0.8,
+    data["train_codec"]["loop"].update(max_steps=4, checkpoint_every=2, valid_every=1000, log_every=2, batch_seconds=0.8,
                                        max_batch_items=4)
     data["train_codec"].update(crop_seconds=0.2, valid_clips=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
