@@ -76,8 +76,8 @@ def stack_audio(items: Sequence[torch.Tensor]) -> torch.Tensor:
 def validated_segments(con, splits: Sequence[str]) -> pd.DataFrame:
     """Segments usable for training (not flagged as cut off) in `splits`, with phonemes, longest first.
     `con` is `open_manifests(params.manifests())`."""
-    placeholders = ", ".join("?" for _ in splits)
+    marks = ", ".join("?" for _ in splits)
     return con.execute(
         f"SELECT s.* FROM segments s JOIN phonemes p USING (segment_id) "
-        f"WHERE s.use_for_training AND s.split IN ({placeholders}) ORDER BY s.duration_s DESC, s.segment_id",
+        f"WHERE s.use_for_training AND s.split IN ({marks}) ORDER BY s.duration_s DESC, s.segment_id",
         list(splits)).df()
