@@ -1,0 +1,139 @@
+"""Latent + phoneme items from plain corpus folders, for the learning benchmarks (`benchmarks/learn_*.py`)
+that take `--train DIR... --valid DIR...` instead of a DVC workspace.
+
+Each folder's layout is recognised (`detect_source`), its transcribed files are conditioned to 48 kHz
+(resample_audio settings), phonemized (phonemize_text settings) and encoded by a codec checkpoint
+(encode_latents settings) into shards below `work_dir`. The result is cached there and reused when
+the same files, codec and settings come again. Files that cannot be used are listed, not fatal.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Sequence
+
+from dmospeech.atomic import write_text_atomic
+from dmospeech.audio import AudioError, write_audio_atomic
+from dmospeech.config import Params, SourceConfig
+from dmospeech.data.datasets import Clip
+from dmospeech.data.latent_text import LatentTextItem
+from dmospeech.data.latents import LatentStats, encode_segments
+from dmospeech.data.manifest import Lineage
+from dmospeech.data.resample import condition_file
+from dmospeech.data.sources import SourceItem, scan_source
+from dmospeech.models.codec import Codec
+from dmospeech.text import Phonemizer, UnpronounceableText, Vocabulary, normalize_text
+
+CACHE_VERSION = 1
+
+
+def detect_source(folder: Path) -> SourceConfig:
+    """The source layout of a folder: metadata.csv -> ljspeech, *.trans.txt -> librispeech,
+    manifest.csv -> csv, .txt next to the audio -> sidecar, else untranscribed long-form."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    if (folder / "metadata.csv").exists():
+        return SourceConfig(folder.name, "ljspeech", str(folder), folder.name)
+    transcripts = next(folder.rglob("*.trans.txt"), None)
+    if transcripts is not None:  # a corpus root (speaker/chapter/) or one speaker's folder (chapter/)
+        one_speaker = transcripts.parent.parent == folder
+        return SourceConfig(folder.name, "librispeech", str(folder), folder.name if one_speaker else None)
+    if (folder / "manifest.csv").exists():
+        return SourceConfig(folder.name, "csv", str(folder / "manifest.csv"))
+    if next(folder.rglob("*.txt"), None) is not None:
+        return SourceConfig(folder.name, "sidecar", str(folder), folder.name)
+    return SourceConfig(folder.name, "longform", str(folder))
+
+
+def scan_folders(folders: Sequence[Path], extensions: tuple[str, ...]) -> list[SourceItem]:
+    items = []
+    for folder in folders:
+        items += scan_source(detect_source(Path(folder)), extensions, Path("/"))
+    return items
+
+
+def _cache_key(items: Sequence[SourceItem], codec_checkpoint: Path, params: Params, max_seconds: float) -> str:
+    files = [(str(it.path), it.path.stat().st_size if it.path.exists() else -1, it.speaker, it.text) for it in items]
+    codec_files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(codec_checkpoint).iterdir())
+    blob = json.dumps([CACHE_VERSION, files, str(Path(codec_checkpoint).resolve()), codec_files, max_seconds,
+                       asdict(params.resample_audio), asdict(params.phonemize_text), asdict(params.encode_latents)],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _clip_id(item: SourceItem) -> str:
+    return f"{hashlib.sha256(str(item.path).encode()).hexdigest()[:12]}_{item.path.stem}"
+
+
+def build_split(folders: Sequence[Path], split: str, work_dir: Path, codec: Codec, codec_checkpoint: Path,
+                params: Params, max_seconds: float) -> tuple[list[LatentTextItem], LatentStats, list[str]]:
+    """Condition, phonemize and encode every transcribed file of `folders` as `split` items.
+    Returns (items, latent stats of this split, skipped-file messages); shards go to work_dir/split."""
+    vocab = Vocabulary.load(params.phonemize_text.vocab_path)
+    phonemizer = Phonemizer(params.phonemize_text)
+    skipped, kept = [], []
+    for item in scan_folders(folders, tuple(params.prepare_corpus.audio_extensions)):
+        if item.problem or not item.transcribed:
+            skipped.append(f"{item.path}: {item.problem or 'untranscribed'}")
+            continue
+        try:
+            audio, info = condition_file(str(item.path), params.resample_audio)
+        except AudioError as err:
+            skipped.append(f"{item.path}: {err}")
+            continue
+        if info["duration_s"] > max_seconds:
+            skipped.append(f"{item.path}: {info['duration_s']:.1f} s > {max_seconds} s")
+            continue
+        path = work_dir / "audio" / split / f"{_clip_id(item)}.flac"
+        write_audio_atomic(path, audio, params.resample_audio.sample_rate)
+        kept.append((item, Clip(_clip_id(item), str(path), 0.0, info["duration_s"])))
+    texts = [normalize_text(item.text) for item, _ in kept]
+    ids = {}
+    for (item, clip), ipa in zip(kept, phonemizer(texts)):
+        try:
+            ids[clip.clip_id] = tuple(vocab.encode(ipa))
+        except UnpronounceableText as err:
+            skipped.append(f"{item.path}: {err}")
+    kept = [(item, clip) for item, clip in kept if ids.get(clip.clip_id)]
+    if not kept:
+        raise ValueError(f"no usable transcribed audio in {[str(f) for f in folders]} ({len(skipped)} skipped)")
+    cfg = replace(params.encode_latents, stats_path=str(work_dir / split / "stats.json"))
+    sha = {clip.clip_id: hashlib.sha256(Path(item.path).read_bytes()).hexdigest() for item, clip in kept}
+    table, stats = encode_segments(codec, [clip for _, clip in kept], cfg, Lineage.for_stage("folder_corpus", cfg),
+                                   work_dir / split, params.resample_audio.sample_rate,
+                                   codec_checkpoint=str(codec_checkpoint), source_sha256=sha)
+    rows = {r.segment_id: r for r in table.itertuples(index=False)}
+    items = [LatentTextItem(clip.clip_id, item.speaker, split, ids[clip.clip_id], f"{split}/{rows[clip.clip_id].shard}",
+                            int(rows[clip.clip_id].frame_offset), int(rows[clip.clip_id].num_frames), clip.path,
+                            0.0, clip.end_s, sha[clip.clip_id]) for item, clip in kept]
+    return items, stats, skipped
+
+
+def build_folder_corpus(train: Sequence[Path], valid: Sequence[Path], work_dir: Path, codec_checkpoint: Path,
+                        params: Params, max_seconds: float = 30.0
+                        ) -> tuple[list[LatentTextItem], list[LatentTextItem], LatentStats]:
+    """(train items, valid items, train latent stats); shards below `work_dir` (a `LatentStore` root).
+    Reuses `work_dir/corpus.json` when the inputs, codec and settings are unchanged."""
+    work_dir = Path(work_dir)
+    scanned = scan_folders([*train, *valid], tuple(params.prepare_corpus.audio_extensions))
+    key = _cache_key(scanned, codec_checkpoint, params, max_seconds)
+    index = work_dir / "corpus.json"
+    if index.exists() and json.loads(index.read_text())["key"] == key:
+        saved = json.loads(index.read_text())
+        print(f"folder corpus: reusing {index}")
+        return ([LatentTextItem(**{**it, "phoneme_ids": tuple(it["phoneme_ids"])}) for it in saved["train"]],
+                [LatentTextItem(**{**it, "phoneme_ids": tuple(it["phoneme_ids"])}) for it in saved["valid"]],
+                LatentStats.load(work_dir / "train" / "stats.json"))
+    codec = Codec.from_checkpoint(codec_checkpoint).eval()
+    train_items, stats, skipped_train = build_split(train, "train", work_dir, codec, codec_checkpoint, params,
+                                                    max_seconds)
+    valid_items, _, skipped_valid = build_split(valid, "valid", work_dir, codec, codec_checkpoint, params, max_seconds)
+    for line in skipped_train + skipped_valid:
+        print(f"skipped {line}")
+    write_text_atomic(index, json.dumps({"key": key, "train": [asdict(it) for it in train_items],
+                                         "valid": [asdict(it) for it in valid_items]}))
+    print(f"folder corpus: {len(train_items)} train and {len(valid_items)} valid items in {work_dir}")
+    return train_items, valid_items, stats
