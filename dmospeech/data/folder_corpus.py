@@ -37,10 +37,9 @@ def detect_source(folder: Path) -> SourceConfig:
         raise FileNotFoundError(f"{folder} is not a folder")
     if (folder / "metadata.csv").exists():
         return SourceConfig(folder.name, "ljspeech", str(folder), folder.name)
-    transcripts = next(folder.rglob("*.trans.txt"), None)
-    if transcripts is not None:  # a corpus root (speaker/chapter/) or one speaker's folder (chapter/)
-        one_speaker = transcripts.parent.parent == folder
-        return SourceConfig(folder.name, "librispeech", str(folder), folder.name if one_speaker else None)
+    speakers = {p.name.split("-")[0] for p in folder.rglob("*.trans.txt")}  # <speaker>-<chapter>.trans.txt
+    if speakers:  # a corpus root, or one speaker's folder (then named after that speaker)
+        return SourceConfig(folder.name, "librispeech", str(folder), speakers.pop() if len(speakers) == 1 else None)
     if (folder / "manifest.csv").exists():
         return SourceConfig(folder.name, "csv", str(folder / "manifest.csv"))
     if next(folder.rglob("*.txt"), None) is not None:
