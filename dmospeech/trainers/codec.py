@@ -104,8 +104,8 @@ class CodecTask:
 
 
 def spectrogram_png(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], sample_rate: int, path: Path,
-                    title: str) -> None:
-    """Original vs decoded log spectrograms, one row per clip."""
+                    title: str, names: tuple[str, str] = ("original", "decoded")) -> None:
+    """Two log spectrograms per row (original vs decoded by default), one row per clip."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +113,7 @@ def spectrogram_png(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], sample_
 
     fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 2.5 * len(pairs)), squeeze=False)
     for row, (clip_id, original, decoded) in enumerate(pairs):
-        for col, (name, audio) in enumerate((("original", original), ("decoded", decoded))):
+        for col, (name, audio) in enumerate(zip(names, (original, decoded))):
             axes[row, col].specgram(audio + 1e-7, NFFT=1024, Fs=sample_rate, noverlap=768, cmap="magma")
             axes[row, col].set_title(f"{clip_id} {name}", fontsize=8)
     fig.suptitle(title)

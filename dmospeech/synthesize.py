@@ -1,0 +1,181 @@
+"""Zero-shot synthesis: a prompt recording and a text -> 48 kHz speech in the prompt's voice.
+
+prompt audio -> 48 kHz (resample_audio settings) -> codec latents (posterior mean) -> normalised;
+prompt transcript + text -> IPA ids; target length by the prompt's speaking rate (NOTES §8);
+128-step DDPM with classifier-free guidance (eq. 27-28), prompt re-imposed at every step;
+denormalise -> codec decoder -> the audio after the prompt.
+
+Shapes: b batch, n latent frames, c latent channels, nt phonemes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from dmospeech.config import DiffusionConfig, PhonemizeTextConfig, ResampleAudioConfig, from_dict
+from dmospeech.diffusion import VFunction, cfg, sample_ddpm
+from dmospeech.models.dit import DiT
+
+FRAME_RATE = 40  # latent frames per second (hop 1200 at 48 kHz)
+
+
+class SynthesisError(ValueError):
+    """An input that cannot be synthesised (the message says which and why)."""
+
+
+def guided_v_function(net: DiT, text: torch.Tensor, text_mask: torch.Tensor, prompt_mask: torch.Tensor,
+                      latent_mask: torch.Tensor, scale: float) -> VFunction:
+    """The network as v(x_t, t) with classifier-free guidance, eq. 27 / NOTES §4: conditional and
+    null-text branches in one batch (the prompt latents and mask are kept in both)."""
+    if scale == 0:
+        return lambda x, t: net.decode(x, t, text, text_mask, prompt_mask, latent_mask)
+    b, nt = text_mask.shape
+    null, _ = net.null_condition(b, text.device)
+    both_text = torch.cat([text, null.to(text.dtype).expand(b, nt, -1)])
+    first = (torch.arange(nt, device=text.device) == 0).expand(b, nt)
+    both_mask = torch.cat([text_mask, first])
+    prompt2, latent2 = torch.cat([prompt_mask, prompt_mask]), torch.cat([latent_mask, latent_mask])
+
+    def v_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond, uncond = net.decode(torch.cat([x, x]), torch.cat([t, t]), both_text, both_mask, prompt2,
+                                  latent2).chunk(2)
+        return cfg(cond, uncond, scale)
+    return v_fn
+
+
+def target_frames(prompt_frames: int, prompt_phonemes: int, target_phonemes: int) -> int:
+    """Total latent length, NOTES §8: prompt frames + round(target phonemes x prompt frames per phoneme)."""
+    if prompt_phonemes < 1 or target_phonemes < 1:
+        raise SynthesisError(f"cannot estimate the duration from {prompt_phonemes} prompt and {target_phonemes} "
+                             "target phonemes")
+    return prompt_frames + max(1, round(target_phonemes * prompt_frames / prompt_phonemes))
+
+
+@torch.no_grad()
+def teacher_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int,
+                    diffusion: DiffusionConfig, steps: Optional[int] = None, scale: Optional[float] = None,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One sentence: phonemes (nt,), normalised prompt latents (np, c) placed first -> (total_frames, c)."""
+    device = next(net.parameters()).device
+    n_prompt, channels = prompt.shape
+    if total_frames <= n_prompt:
+        raise SynthesisError(f"total length {total_frames} frames leaves nothing to generate after a "
+                             f"{n_prompt}-frame prompt")
+    net.check_lengths(total_frames, len(phonemes))
+    prompt_full = torch.zeros(1, total_frames, channels, device=device)
+    prompt_full[0, :n_prompt] = prompt.to(device)
+    prompt_mask = torch.zeros(1, total_frames, dtype=torch.bool, device=device)
+    prompt_mask[0, :n_prompt] = True
+    latent_mask = torch.ones(1, total_frames, dtype=torch.bool, device=device)
+    ids = phonemes.to(device)[None]
+    text, text_mask = net.encode_text(ids, torch.ones_like(ids, dtype=torch.bool))
+    v_fn = guided_v_function(net, text, text_mask, prompt_mask, latent_mask,
+                             diffusion.cfg_scale if scale is None else scale)
+    noise = torch.randn(1, total_frames, channels, generator=generator).to(device)
+    return sample_ddpm(v_fn, noise, prompt_full, prompt_mask, steps or diffusion.sample_steps, diffusion.shift,
+                       generator)[0]
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder (step_<n>) or a training out_dir (its newest checkpoint)."""
+    from dmospeech.checkpoint import latest_checkpoint
+
+    path = Path(path)
+    if (path / "run_config.json").exists():
+        return path
+    found = latest_checkpoint(path) if path.is_dir() else None
+    if found is None:
+        raise FileNotFoundError(f"no model checkpoint at {path}: give a step_<n> folder or a training out_dir "
+                                "(e.g. data/models/teacher after `dvc repro train_teacher`)")
+    return found
+
+
+@dataclass
+class Prompt:
+    latents: torch.Tensor        # (np, c) normalised
+    phoneme_ids: list[int]
+    text: str
+
+
+class Synthesizer:
+    """A trained teacher with what it was trained with (codec, latent stats, audio and text settings),
+    all read from its checkpoint's run_config."""
+
+    def __init__(self, checkpoint: str | Path, transcribe: Optional[Callable[[np.ndarray, int], str]] = None):
+        from dmospeech.checkpoint import read_run_config
+        from dmospeech.data.latents import LatentStats
+        from dmospeech.models.codec import Codec
+        from dmospeech.text import Phonemizer, Vocabulary
+
+        self.checkpoint = resolve_checkpoint(checkpoint)
+        run = read_run_config(self.checkpoint)
+        if run.get("task") != "teacher":
+            raise SynthesisError(f"{self.checkpoint} is a {run.get('task')!r} checkpoint, not a teacher")
+        self.net = DiT.from_checkpoint(self.checkpoint, "teacher")
+        self.diffusion = from_dict(DiffusionConfig, run["diffusion"], "diffusion")
+        self.audio_cfg = from_dict(ResampleAudioConfig, run["resample_audio"], "resample_audio")
+        text_cfg = from_dict(PhonemizeTextConfig, run["phonemize_text"], "phonemize_text")
+        self.codec = Codec.from_checkpoint(run["codec_checkpoint"]).eval()
+        self.stats = LatentStats(**run["latent_stats"])
+        self.vocab, self.phonemizer = Vocabulary.load(text_cfg.vocab_path), Phonemizer(text_cfg)
+        self.transcribe = transcribe
+
+    def phoneme_ids(self, text: str, what: str) -> list[int]:
+        from dmospeech.text import UnpronounceableText, normalize_text, unpronounceable_characters
+
+        normalized = normalize_text(text or "")
+        if not normalized:
+            raise SynthesisError(f"the {what} is empty")
+        bad = unpronounceable_characters(normalized)
+        if bad:
+            raise SynthesisError(f"the {what} has characters that cannot be pronounced: {bad}")
+        try:
+            ids = self.vocab.encode(self.phonemizer([normalized])[0])
+        except UnpronounceableText as err:
+            raise SynthesisError(f"the {what}: {err}") from None
+        if not ids:
+            raise SynthesisError(f"the {what} {text!r} gives no phonemes")
+        return ids
+
+    @torch.no_grad()
+    def prompt(self, path: str | Path, prompt_text: Optional[str] = None) -> Prompt:
+        from dmospeech.audio import AudioError
+        from dmospeech.data.latents import encode_audio, normalize
+        from dmospeech.data.resample import condition_file
+
+        try:
+            audio, _ = condition_file(str(path), self.audio_cfg)
+        except (AudioError, FileNotFoundError, RuntimeError, OSError) as err:
+            raise SynthesisError(f"cannot use the prompt {path}: {err}") from None
+        if prompt_text is None:
+            if self.transcribe is None:
+                raise SynthesisError("no prompt transcript given and no transcriber configured (pass --prompt-text)")
+            prompt_text = self.transcribe(audio, self.audio_cfg.sample_rate)
+        latents = encode_audio(self.codec, [audio.astype(np.float32)], [str(path)], use_mean=True)[0]
+        return Prompt(normalize(latents, self.stats), self.phoneme_ids(prompt_text, "prompt transcript"), prompt_text)
+
+    @torch.no_grad()
+    def synthesize(self, text: str, prompt: Prompt, steps: Optional[int] = None, seconds: Optional[float] = None,
+                   seed: Optional[int] = None) -> tuple[np.ndarray, int]:
+        """The speech after the prompt, (t,) float32 at the codec's rate. `seconds` overrides the
+        length of the generated part (else NOTES §8)."""
+        from dmospeech.data.latents import denormalize
+
+        target = self.phoneme_ids(text, "text")
+        n_prompt = len(prompt.latents)
+        total = (n_prompt + max(1, round(seconds * FRAME_RATE)) if seconds is not None
+                 else target_frames(n_prompt, len(prompt.phoneme_ids), len(target)))
+        space = self.vocab.encode(" ")
+        ids = torch.tensor(prompt.phoneme_ids + space + target)
+        try:
+            self.net.check_lengths(total, len(ids))
+        except ValueError as err:
+            raise SynthesisError(f"prompt ({n_prompt / FRAME_RATE:.1f} s) plus text is too long: {err}") from None
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        latents = teacher_latents(self.net, ids, prompt.latents, total, self.diffusion, steps, generator=generator)
+        audio = self.codec.decode(denormalize(latents, self.stats).T[None])[0, 0]
+        return audio[n_prompt * self.codec.hop_length:].numpy().astype(np.float32), self.codec.cfg.sample_rate

@@ -1,0 +1,42 @@
+"""Stage train_teacher: the DiT teacher (section 3.1, appendix C.2) on the cached latents."""
+from dataclasses import asdict
+
+from rich.console import Console
+
+from dmospeech.config import load_params
+from dmospeech.data.latent_text import LatentTextDataset, latent_text_items
+from dmospeech.data.latents import LatentStats, LatentStore
+from dmospeech.data.manifest import open_manifests
+from dmospeech.models.codec import Codec
+from dmospeech.synthesize import FRAME_RATE
+from dmospeech.train import latest_checkpoint, train
+from dmospeech.trainers.teacher import TeacherTask
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params.train_teacher
+    codec_checkpoint = latest_checkpoint(params.train_codec.loop.out_dir)
+    if codec_checkpoint is None:
+        raise SystemExit(f"train_teacher: no codec checkpoint in {params.train_codec.loop.out_dir}")
+    con = open_manifests([*params.manifests(), params.encode_latents.manifest])
+    max_frames = int(cfg.max_seconds * FRAME_RATE)
+    train_items = latent_text_items(con, ["train"], max_frames)
+    valid_items = latent_text_items(con, ["valid", "test"], max_frames)[-cfg.valid_items:]  # shortest held-out
+    if not train_items or not valid_items:
+        raise SystemExit(f"train_teacher: {len(train_items)} training and {len(valid_items)} validation items of at "
+                         f"most {cfg.max_seconds} s with latents; need at least one of each")
+    store, stats = LatentStore(params.encode_latents.out_dir), LatentStats.load(params.encode_latents.stats_path)
+    train_set = LatentTextDataset(train_items, store, stats, FRAME_RATE)
+    valid_set = LatentTextDataset(valid_items, store, stats, FRAME_RATE)
+    extra = {"codec_checkpoint": str(codec_checkpoint), "latent_stats": asdict(stats),
+             "resample_audio": asdict(params.resample_audio), "phonemize_text": asdict(params.phonemize_text)}
+    task = TeacherTask(cfg, train_set, valid_set, cfg.loop.report_dir, Codec.from_checkpoint(codec_checkpoint), extra)
+    result = train(task, cfg.loop, task.run_config())
+    final = task.validate(result.step)  # the samples and spectrograms this stage declares
+    Console().print(f"[bold]train_teacher[/]: {result}\nheld-out diffusion loss (EMA) "
+                    f"{final['valid/diffusion_loss']:.4f}; samples in {cfg.loop.report_dir}/samples")
+
+
+if __name__ == "__main__":
+    main()
