@@ -45,6 +45,87 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_dir(name: str, params_path: str) -> Path:
+    """`teacher` / `student` -> that training stage's out_dir in params; anything else is a path."""
+    if name == "teacher":
+        return Path(load_params(params_path).train_teacher.loop.out_dir)
+    return Path(name)
+
+
+def cmd_synthesize(args: argparse.Namespace) -> int:
+    """Clone the voice of --prompt saying --text; write --out (48 kHz wav, atomically)."""
+    from dmospeech.audio import write_audio_atomic
+    from dmospeech.synthesize import SynthesisError, Synthesizer
+
+    params = load_params(args.params)
+    transcribe = None
+    if args.prompt_text is None:
+        from dmospeech.data.transcribe import Transcriber
+
+        transcribe = Transcriber(params.segment_audio)
+    try:
+        synth = Synthesizer(model_dir(args.model, args.params), transcribe)
+        prompt = synth.prompt(args.prompt, args.prompt_text)
+        audio, rate = synth.synthesize(args.text, prompt, steps=args.steps, seconds=args.seconds, seed=args.seed)
+    except SynthesisError as err:
+        print(f"dmospeech synthesize: {err}", file=sys.stderr)
+        return 2
+    write_audio_atomic(args.out, audio, rate, subtype="PCM_16")
+    print(f"wrote {args.out}: {len(audio) / rate:.2f} s at {rate} Hz (prompt transcript: {prompt.text!r})")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    """What trained a model, or what was built from a source file or a speaker (table or JSON)."""
+    import json
+
+    from rich.console import Console
+
+    from dmospeech.lineage_audit import LineageError, artifacts_using, model_lineage, render
+
+    params = load_params(args.params)
+    try:
+        result = (model_lineage(params, args.target) if args.kind == "model"
+                  else artifacts_using(params, **{args.kind: args.target}))
+    except LineageError as err:
+        print(f"dmospeech lineage: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        render(result, Console(), args.limit)
+    return 0
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    """List the registered models (current first marked), or point `current` at one."""
+    import json
+
+    from rich.console import Console
+
+    from dmospeech.lineage_audit import render
+    from dmospeech.registry import Registry, RegistryError
+
+    registry = Registry(load_params(args.params).retrain.registry_dir)
+    try:
+        if args.promote:
+            registry.promote(args.promote)
+            print(f"current -> {args.promote}")
+            return 0
+    except RegistryError as err:
+        print(f"dmospeech registry: {err}", file=sys.stderr)
+        return 2
+    current = registry.current_id()
+    rows = [{"current": r["model_id"] == current, **{k: r.get(k) for k in ("model_id", "status", "reason", "metrics",
+                                                                          "git_revision", "created_at")}}
+            for r in registry.rows()]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        render({"registry": rows}, Console(), limit=0)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmospeech", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -54,6 +135,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
     q = sub.add_parser("quarantine", help="summarise quarantined items per stage and reason")
     q.set_defaults(func=cmd_quarantine)
+    lin = sub.add_parser("lineage", help="audit: what trained a model, or what used a source file or a speaker")
+    lin.add_argument("kind", choices=["model", "source", "speaker"])
+    lin.add_argument("target", help="model: checkpoint, out_dir, model id or 'current'; source: path, sha256 or "
+                                    "file id; speaker: name")
+    lin.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    lin.add_argument("--limit", type=int, default=20, help="rows per table (0: all)")
+    lin.set_defaults(func=cmd_lineage)
+    reg = sub.add_parser("registry", help="list registered models; --promote ID moves `current`")
+    reg.add_argument("--promote", metavar="MODEL_ID")
+    reg.add_argument("--json", action="store_true")
+    reg.set_defaults(func=cmd_registry)
+    s = sub.add_parser("synthesize", help="speak --text in the voice of a --prompt recording")
+    s.add_argument("--text", required=True)
+    s.add_argument("--prompt", required=True, help="reference recording (any rate/format ffmpeg reads)")
+    s.add_argument("--prompt-text", default=None, help="its transcript (default: transcribed by WhisperX)")
+    s.add_argument("--model", default="teacher", help="teacher (params' train_teacher.loop.out_dir) or a checkpoint path")
+    s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 128 for the teacher)")
+    s.add_argument("--seconds", type=float, default=None, help="length of the generated speech (default: prompt rate)")
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--out", required=True, type=Path)
+    s.set_defaults(func=cmd_synthesize)
     return parser
 
 

@@ -206,6 +206,142 @@ class EncodeLatentsConfig:
     report_dir: str           # the latents gate's report
 
 
+# ----------------------------------------------------------------------------- teacher (sec. 3.1, app. C.2)
+@dataclass(frozen=True)
+class DiTConfig:
+    """Diffusion transformer of appendix C.2.3 (Table 9)."""
+    latent_dim: int
+    dim: int
+    ff_dim: int               # SwiGLU hidden width
+    heads: int
+    encoder_layers: int
+    decoder_layers: int
+    vocab_size: int           # IPA vocabulary (id 0 = pad)
+    text_dropout: float       # probability of replacing the text by the null embedding (CFG)
+    max_frames: int           # longest latent sequence, prompt + target, at 40 Hz
+    max_phonemes: int
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    shift: float              # s of the shifted cosine schedule (eq. 15)
+    prompt_max_fraction: float
+    cfg_scale: float          # w of eq. 27
+    sample_steps: int         # teacher DDPM steps (eq. 28)
+
+
+@dataclass(frozen=True)
+class TrainTeacherConfig:
+    model: DiTConfig
+    diffusion: DiffusionConfig
+    max_seconds: float        # training segments longer than this are left out
+    valid_items: int          # held-out items of the validation loss
+    valid_samples: int        # held-out sentences synthesised (wav + spectrogram) at each validation
+    optimizer: OptimizerConfig
+    loop: TrainLoopConfig
+
+
+# ----------------------------------------------------------------------------- critics (sec. 3.3, app. C.3, C.4)
+@dataclass(frozen=True)
+class LatentASRConfig:
+    """Conformer CTC phoneme recogniser over normalised latents (appendix C.3)."""
+    latent_dim: int
+    dim: int
+    ff_dim: int
+    heads: int
+    layers: int
+    conv_kernel: int          # depthwise convolution of each conformer block (odd)
+    dropout: float
+    vocab_size: int           # IPA vocabulary; its pad id 0 ("_", never in a target) is the CTC blank
+
+
+@dataclass(frozen=True)
+class LatentMaskingConfig:
+    """SpecAugment-style masks on the training latents: `time_masks` spans of up to `time_mask_frames`
+    frames and `channel_masks` bands of up to `channel_mask_width` channels are set to 0 (the mean)."""
+    time_masks: int
+    time_mask_frames: int
+    channel_masks: int
+    channel_mask_width: int
+
+
+@dataclass(frozen=True)
+class TrainASRCriticConfig:
+    model: LatentASRConfig
+    masking: LatentMaskingConfig
+    max_seconds: float        # training segments longer than this are left out
+    valid_items: int          # held-out segments of the phone error rate
+    optimizer: OptimizerConfig
+    loop: TrainLoopConfig
+
+
+@dataclass(frozen=True)
+class SpeakerVerifierConfig:
+    """ECAPA-TDNN (Desplanques et al., 2020) over the recogniser's block outputs (appendix C.4)."""
+    channels: int             # C of the SE-Res2Blocks (1024 in ECAPA-TDNN's large model)
+    res2_scale: int           # Res2Net scale (8)
+    se_dim: int               # squeeze-excitation bottleneck (128)
+    attention_dim: int        # attentive statistics pooling bottleneck (128)
+    embedding_dim: int        # = the teacher embedding size (Resemblyzer 256)
+
+
+@dataclass(frozen=True)
+class SpeakerTeachersConfig:
+    """Offline pretrained speaker encoders the verifier is distilled from (eq. 31). Neither path set:
+    Resemblyzer (its weights ship in the package). One set: that encoder. Both: their embeddings
+    L2-normalised and concatenated, as the paper concatenates WeSpeaker and WavLM-ECAPA."""
+    wespeaker_path: Optional[str]   # WeSpeaker ResNet34 state dict (.pt / .bin, weights only)
+    wavlm_path: Optional[str]       # local folder of a transformers WavLMForXVector (config + weights)
+
+
+@dataclass(frozen=True)
+class TrainSVCriticConfig:
+    model: SpeakerVerifierConfig
+    teachers: SpeakerTeachersConfig
+    pitch_shifts: tuple[float, ...]  # semitones; each shifted copy of a training segment is a new speaker
+    crop_seconds: float       # random latent crop per training item (whole item when shorter)
+    max_seconds: float        # training segments longer than this are left out
+    valid_items: int          # held-out segments, cut into trials of `trial_seconds`
+    trial_seconds: float
+    cache_dir: str            # shifted copies' latents and teacher embeddings
+    optimizer: OptimizerConfig
+    loop: TrainLoopConfig
+
+
+# ----------------------------------------------------------------------------- Prefect flows (flows/)
+@dataclass(frozen=True)
+class PipelineConfig:
+    """flows/pipeline.py: `dvc repro <stage>` for each stage of dvc.yaml, in file order."""
+    gpu_stages: tuple[str, ...]           # fnmatch patterns: their tasks are tagged "gpu", the others "cpu"
+    gpu_slots: int                        # Prefect concurrency limit on the "gpu" tag
+    retries: int                          # retries of a stage that failed transiently
+    retry_delay_s: float                  # delay before the first retry; doubles with each retry
+    transient_patterns: tuple[str, ...]   # a failure whose log holds one of these (or a kill signal) is transient
+    log_tail_lines: int                   # lines of the stage log quoted in the failure report
+    report_dir: str                       # stage logs and failure.json
+
+
+@dataclass(frozen=True)
+class GateRule:
+    """The candidate's `metric` may be worse than the current model's by at most `tolerance` (absolute)."""
+    metric: str                           # dotted path in the metrics file, e.g. "student.wer"
+    better: Literal["lower", "higher"]
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """flows/retrain.py: retrain when the sources change, promote the candidate through the gate."""
+    schedule: str                         # cron of the deployment (flows/deploy.py)
+    data_until: str                       # last stage of the data half in dvc.yaml
+    models: dict[str, Literal["resume", "retrain"]]  # training stage -> continue its checkpoints | start over
+    candidate_dir: str                    # out_dir of the model that is gated and promoted
+    metrics_path: str                     # the candidate's metrics (JSON) written by the evaluation stage
+    gate: tuple[GateRule, ...]
+    registry_dir: str                     # registry.jsonl, stored models, `current`, archived runs
+    models_dir: str                       # below it the training stages' out_dirs (searched by lineage)
+
+
 @dataclass(frozen=True)
 class Params:
     prepare_demo_corpus: PrepareDemoCorpusConfig
@@ -216,6 +352,11 @@ class Params:
     validate_manifest: ValidateManifestConfig
     train_codec: TrainCodecConfig
     encode_latents: EncodeLatentsConfig
+    train_teacher: TrainTeacherConfig
+    train_asr_critic: TrainASRCriticConfig
+    train_sv_critic: TrainSVCriticConfig
+    pipeline: PipelineConfig
+    retrain: RetrainConfig
 
     def manifests(self) -> list[str]:
         """Every stage database of the data half, upstream first."""
