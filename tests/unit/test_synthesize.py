@@ -1,0 +1,84 @@
+"""Synthesis from the command line's library half: duration rule, checkpoint bundle, clear errors."""
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import torch
+
+from dmospeech.checkpoint import save_checkpoint
+from dmospeech.cli import main as cli_main
+from dmospeech.data.latents import LatentStats
+from dmospeech.models.codec import Codec
+from dmospeech.models.dit import DiT
+from dmospeech.synthesize import SynthesisError, Synthesizer, target_frames
+from tests.helpers import params, voiced, write
+
+
+def test_target_frames_follows_the_prompt_speaking_rate():
+    assert target_frames(120, 40, 20) == 120 + 60          # 3 frames per phoneme
+    assert target_frames(100, 30, 7) == 100 + round(7 * 100 / 30)
+    with pytest.raises(SynthesisError):
+        target_frames(100, 0, 7)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    """A randomly initialised tiny codec and teacher saved as training would save them."""
+    root = tmp_path_factory.mktemp("models")
+    p = params()
+    torch.manual_seed(0)
+    codec_cfg = replace(p.train_codec.model, encoder_dim=4, decoder_dim=16)
+    codec = Codec(codec_cfg)
+    codec_dir = save_checkpoint(root / "codec", 1, {"codec.ema": codec.state_dict()}, {"step": 1},
+                                {"task": "codec", "model": asdict(codec_cfg)}, 0)
+    model = replace(p.train_teacher.model, dim=32, ff_dim=64, heads=2, encoder_layers=1, decoder_layers=1,
+                    max_frames=200)
+    stats = LatentStats((0.0,) * 64, (1.0,) * 64, 1, str(codec_dir))
+    run = {"task": "teacher", "model": asdict(model), "diffusion": asdict(p.train_teacher.diffusion),
+           "codec_checkpoint": str(codec_dir), "latent_stats": asdict(stats),
+           "resample_audio": asdict(p.resample_audio), "phonemize_text": asdict(p.phonemize_text)}
+    save_checkpoint(root / "teacher", 1, {"teacher.ema": DiT(model).state_dict()}, {"step": 1}, run, 0)
+    return root / "teacher"
+
+
+def test_synthesize_writes_the_requested_length(teacher_dir, tmp_path):
+    prompt = write(tmp_path / "prompt.wav", voiced(1.0, 16000))
+    synth = Synthesizer(teacher_dir)
+    ref = synth.prompt(prompt, "a short prompt")
+    assert ref.latents.shape == (40, 64)
+    audio, rate = synth.synthesize("hello there", ref, steps=4, seconds=0.5, seed=0)
+    assert rate == 48000 and len(audio) == 20 * 1200 and np.isfinite(audio).all()
+    again, _ = synth.synthesize("hello there", ref, steps=4, seconds=0.5, seed=0)
+    assert np.array_equal(audio, again)                          # seeded: reproducible
+    default, _ = synth.synthesize("hello there", ref, steps=2, seed=1)
+    n_text, n_prompt = len(synth.phoneme_ids("hello there", "t")), len(ref.phoneme_ids)
+    assert len(default) == round(n_text * 40 / n_prompt) * 1200  # NOTES §8
+
+
+def test_clear_errors(teacher_dir, tmp_path):
+    synth = Synthesizer(teacher_dir)
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF1234WAVEnot really audio")
+    with pytest.raises(SynthesisError, match="cannot use the prompt"):
+        synth.prompt(garbage, "text")
+    with pytest.raises(SynthesisError, match="cannot use the prompt"):
+        synth.prompt(tmp_path / "missing.wav", "text")
+    ref = synth.prompt(write(tmp_path / "p.wav", voiced(1.0, 16000)), "a short prompt")
+    with pytest.raises(SynthesisError, match="text is empty"):
+        synth.synthesize("   ", ref)
+    with pytest.raises(SynthesisError, match="cannot be pronounced"):
+        synth.synthesize("日本語", ref)
+    long_prompt = synth.prompt(write(tmp_path / "long.wav", voiced(6.0, 16000)), "a much longer prompt")
+    with pytest.raises(SynthesisError, match="too long"):
+        synth.synthesize("and now some words", long_prompt)       # 240 prompt frames > max_frames 200
+
+
+def test_cli_synthesize(teacher_dir, tmp_path, capsys):
+    prompt = write(tmp_path / "prompt.wav", voiced(1.0, 16000))
+    out = tmp_path / "out.wav"
+    code = cli_main(["synthesize", "--text", "hello", "--prompt", str(prompt), "--prompt-text", "a prompt",
+                     "--model", str(teacher_dir), "--steps", "2", "--seconds", "0.25", "--out", str(out)])
+    assert code == 0 and out.exists()
+    assert cli_main(["synthesize", "--text", "", "--prompt", str(prompt), "--prompt-text", "a prompt",
+                     "--model", str(teacher_dir), "--out", str(tmp_path / "x.wav")]) == 2
+    assert "text is empty" in capsys.readouterr().err
