@@ -49,6 +49,8 @@ def model_dir(name: str, params_path: str) -> Path:
     """`teacher` / `student` -> that training stage's out_dir in params; anything else is a path."""
     if name == "teacher":
         return Path(load_params(params_path).train_teacher.loop.out_dir)
+    if name == "student":
+        return Path(load_params(params_path).distill_student.loop.out_dir)
     return Path(name)
 
 
@@ -150,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text", required=True)
     s.add_argument("--prompt", required=True, help="reference recording (any rate/format ffmpeg reads)")
     s.add_argument("--prompt-text", default=None, help="its transcript (default: transcribed by WhisperX)")
-    s.add_argument("--model", default="teacher", help="teacher (params' train_teacher.loop.out_dir) or a checkpoint path")
-    s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's, 128 for the teacher)")
+    s.add_argument("--model", default="teacher", help="teacher, student (their stages' out_dir in params) or a checkpoint path")
+    s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's: 128 teacher, 4 student)")
     s.add_argument("--seconds", type=float, default=None, help="length of the generated speech (default: prompt rate)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--out", required=True, type=Path)

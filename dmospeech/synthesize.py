@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -80,6 +80,29 @@ def teacher_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, tota
                        generator)[0]
 
 
+@torch.no_grad()
+def student_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int,
+                    times: Sequence[float], shift: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One sentence with the distilled student, algorithm 1 over `times`: (np, c) prompt -> (total_frames, c)."""
+    from dmospeech.distill import sample_student, x0_function
+
+    device = next(net.parameters()).device
+    n_prompt, channels = prompt.shape
+    if total_frames <= n_prompt:
+        raise SynthesisError(f"total length {total_frames} frames leaves nothing to generate after a "
+                             f"{n_prompt}-frame prompt")
+    net.check_lengths(total_frames, len(phonemes))
+    prompt_full = torch.zeros(1, total_frames, channels, device=device)
+    prompt_full[0, :n_prompt] = prompt.to(device)
+    prompt_mask = (torch.arange(total_frames, device=device) < n_prompt)[None]
+    latent_mask = torch.ones(1, total_frames, dtype=torch.bool, device=device)
+    ids = phonemes.to(device)[None]
+    text, text_mask = net.encode_text(ids, torch.ones_like(ids, dtype=torch.bool))
+    x0_fn = x0_function(lambda x, t: net.decode(x, t, text, text_mask, prompt_mask, latent_mask), shift)
+    noise = torch.randn(1, total_frames, channels, generator=generator).to(device)
+    return sample_student(x0_fn, noise, prompt_full, prompt_mask, times, shift, generator)[0]
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder (step_<n>) or a training out_dir (its newest checkpoint)."""
     from dmospeech.checkpoint import latest_checkpoint
@@ -113,9 +136,11 @@ class Synthesizer:
 
         self.checkpoint = resolve_checkpoint(checkpoint)
         run = read_run_config(self.checkpoint)
-        if run.get("task") != "teacher":
-            raise SynthesisError(f"{self.checkpoint} is a {run.get('task')!r} checkpoint, not a teacher")
-        self.net = DiT.from_checkpoint(self.checkpoint, "teacher")
+        self.kind = run.get("task")
+        if self.kind not in ("teacher", "student"):
+            raise SynthesisError(f"{self.checkpoint} is a {self.kind!r} checkpoint, not a teacher or student")
+        self.net = DiT.from_checkpoint(self.checkpoint, "teacher" if self.kind == "teacher" else "generator")
+        self.times = tuple(run.get("student_times", ()))
         self.diffusion = from_dict(DiffusionConfig, run["diffusion"], "diffusion")
         self.audio_cfg = from_dict(ResampleAudioConfig, run["resample_audio"], "resample_audio")
         text_cfg = from_dict(PhonemizeTextConfig, run["phonemize_text"], "phonemize_text")
@@ -176,6 +201,17 @@ class Synthesizer:
         except ValueError as err:
             raise SynthesisError(f"prompt ({n_prompt / FRAME_RATE:.1f} s) plus text is too long: {err}") from None
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        latents = teacher_latents(self.net, ids, prompt.latents, total, self.diffusion, steps, generator=generator)
+        latents = self.latents(ids, prompt.latents, total, steps, generator)
         audio = self.codec.decode(denormalize(latents, self.stats).T[None])[0, 0]
         return audio[n_prompt * self.codec.hop_length:].numpy().astype(np.float32), self.codec.cfg.sample_rate
+
+    def latents(self, ids: torch.Tensor, prompt: torch.Tensor, total: int, steps: Optional[int],
+                generator: Optional[torch.Generator]) -> torch.Tensor:
+        """Teacher: `steps` DDPM steps (default 128) with CFG; student: the first `steps` times of its schedule."""
+        if self.kind == "teacher":
+            return teacher_latents(self.net, ids, prompt, total, self.diffusion, steps, generator=generator)
+        steps = steps or len(self.times)
+        if not 1 <= steps <= len(self.times):
+            raise SynthesisError(f"the student was distilled for the {len(self.times)}-step schedule {self.times}; "
+                                 f"--steps must be 1-{len(self.times)}, got {steps}")
+        return student_latents(self.net, ids, prompt, total, self.times[:steps], self.diffusion.shift, generator)

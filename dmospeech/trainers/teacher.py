@@ -28,15 +28,18 @@ VALID_TIMES = (0.1, 0.3, 0.5, 0.7, 0.9)  # t of the validation loss, each item a
 
 
 def diffusion_loss(net: DiT, batch: dict[str, torch.Tensor], cfg: DiffusionConfig, text_dropout: float = 0.0,
-                   t: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+                   t: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
+                   prompt_mask: Optional[torch.Tensor] = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Diffusion loss, eq. 1 (NOTES §2): mean squared error between v = alpha eps - sigma x0 and
     f(x_t; c, m, t) over the generated frames (outside the prompt span, inside each item). x_t keeps
-    the clean latents on the prompt span (section 3.1). `batch` is a `collate_latent_text` batch."""
+    the clean latents on the prompt span (section 3.1), a random span unless `prompt_mask` (b, n) is
+    given. `batch` is a `collate_latent_text` batch."""
     x0, latent_mask = batch["latents"], batch["latent_mask"]
     b, device = len(x0), x0.device
     draw = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
-    prompt_mask = random_prompt_mask(latent_mask.sum(1), cfg.prompt_max_fraction, generator).to(device) & latent_mask
+    if prompt_mask is None:
+        prompt_mask = random_prompt_mask(latent_mask.sum(1), cfg.prompt_max_fraction, generator).to(device)
+    prompt_mask = prompt_mask & latent_mask
     t = draw(b) if t is None else t
     eps = torch.randn(x0.shape, generator=generator).to(device)
     alpha, sigma = shifted_cosine(t, cfg.shift)
