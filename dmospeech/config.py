@@ -308,7 +308,6 @@ class TrainSVCriticConfig:
     loop: TrainLoopConfig
 
 
-# ----------------------------------------------------------------------------- Prefect flows (flows/)
 # ----------------------------------------------------------------------------- student (sec. 3.2-3.4)
 @dataclass(frozen=True)
 class LatentDiscriminatorConfig:
@@ -337,6 +336,7 @@ class DistillStudentConfig:
     loop: TrainLoopConfig
 
 
+# ----------------------------------------------------------------------------- Prefect flows (flows/)
 @dataclass(frozen=True)
 class PipelineConfig:
     """flows/pipeline.py: `dvc repro <stage>` for each stage of dvc.yaml, in file order."""

@@ -1,0 +1,144 @@
+"""Does DMD2 distillation work on real speech? From a trained teacher and critics, distils students on
+CPU (distill_student params, `--minutes` per run) and prints, on held-out sentences continued from
+their own first 30 % (same seeds for every model):
+  (a) mel-DTW distance of 4-step student samples to the teacher's 128-step samples, next to the
+      distance of the teacher's own 4-step DDPM samples to them;
+  (b) the recogniser's CTC loss on student samples with lambda_CTC on vs off (ablation run);
+  (c) the verifier's cosine between student samples and their prompt with lambda_SV on vs off.
+
+Usage: python benchmarks/learn_student.py --minutes 15 --train DIR [DIR ...] --valid DIR [DIR ...]
+       --codec CKPT --teacher CKPT --asr CKPT --sv CKPT [--runs full no_ctc no_sv] [--sentences 8]
+       [--seeds 2] [--threads 2] [--out runs/learn_student] [--params params.yaml]
+
+All terms start at generator step 0 here (the paper's 5k/10k delays are for 40k-step runs).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dmospeech.checkpoint import read_run_config
+from dmospeech.config import DiffusionConfig, from_dict, load_params
+from dmospeech.data.folder_corpus import build_folder_corpus
+from dmospeech.data.latent_text import LatentTextDataset
+from dmospeech.data.latents import LatentStore, denormalize
+from dmospeech.metrics import mel_dtw_distance
+from dmospeech.models.asr import LatentASR, ctc_loss
+from dmospeech.models.codec import Codec
+from dmospeech.models.dit import DiT
+from dmospeech.models.speaker import LatentSpeakerVerifier
+from dmospeech.synthesize import FRAME_RATE, student_latents, teacher_latents
+from dmospeech.train import train
+from dmospeech.trainers.student import PROMPT_FRACTION, StudentTask, speaker_cosine
+
+RUNS = {"full": {}, "no_ctc": {"ctc": 0.0}, "no_sv": {"sv": 0.0}}
+
+
+def sentence_latents(sampler, data: LatentTextDataset, indices, seeds) -> list[torch.Tensor]:
+    out = []
+    for i in indices:
+        truth = data.latents(i)
+        n_prompt = max(1, int(PROMPT_FRACTION * len(truth)))
+        for seed in range(seeds):
+            out.append(sampler(torch.tensor(data.items[i].phoneme_ids), truth[:n_prompt], len(truth),
+                               torch.Generator().manual_seed(1000 * i + seed)))
+    return out
+
+
+def critic_scores(latents, data, indices, seeds, asr, sv) -> tuple[float, float]:
+    """Mean CTC loss of the recogniser and mean verifier cosine to the prompt over the samples."""
+    ctc, cosines = [], []
+    pairs = [(i, s) for i in indices for s in range(seeds)]
+    with torch.no_grad():
+        for z, (i, _) in zip(latents, pairs):
+            ids = torch.tensor(data.items[i].phoneme_ids)[None]
+            mask = torch.ones(1, len(z), dtype=torch.bool)
+            ctc.append(float(ctc_loss(asr(z[None], mask)["logits"], mask, ids, torch.ones_like(ids, dtype=torch.bool))[0]
+                             ["ctc/loss"]))
+            prompt = torch.arange(len(z))[None] < max(1, int(PROMPT_FRACTION * len(z)))
+            cos, _ = speaker_cosine(sv, z[None], ~prompt, prompt)
+            cosines += cos.tolist()
+    return float(np.mean(ctc)), float(np.mean(cosines))
+
+
+def audio_distance(a, b, codec: Codec, stats, n_prompts) -> float:
+    hop, rate = codec.hop_length, codec.cfg.sample_rate
+    with torch.no_grad():
+        wav = lambda z: codec.decode(denormalize(z, stats).T[None])[0, 0].numpy()  # noqa: E731
+        return float(np.mean([mel_dtw_distance(wav(x)[n * hop:], wav(y)[n * hop:], rate)
+                              for x, y, n in zip(a, b, n_prompts)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=15.0, help="per distillation run")
+    parser.add_argument("--train", type=Path, nargs="+", required=True)
+    parser.add_argument("--valid", type=Path, nargs="+", required=True)
+    for name in ("codec", "teacher", "asr", "sv"):
+        parser.add_argument(f"--{name}", type=Path, required=True, help=f"{name} checkpoint folder (step_<n>)")
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--sentences", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("runs/learn_student"))
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    teacher_run = read_run_config(args.teacher)
+    diffusion = from_dict(DiffusionConfig, teacher_run["diffusion"], "diffusion")
+    base = params.distill_student
+    train_items, valid_items, stats = build_folder_corpus(args.train, args.valid, args.out / "corpus", args.codec,
+                                                          params, base.max_seconds)
+    store = LatentStore(args.out / "corpus")
+    train_set = LatentTextDataset(train_items, store, stats, FRAME_RATE)
+    valid_set = LatentTextDataset(valid_items, store, stats, FRAME_RATE)
+    codec = Codec.from_checkpoint(args.codec).eval()
+    teacher = DiT.from_checkpoint(args.teacher, "teacher")
+    asr, sv = LatentASR.from_checkpoint(args.asr), LatentSpeakerVerifier.from_checkpoint(args.sv)
+    indices = [int(i) for i in np.linspace(0, len(valid_set) - 1, min(args.sentences, len(valid_set))).round()]
+    n_prompts = [max(1, int(PROMPT_FRACTION * valid_set.items[i].num_frames)) for i in indices for _ in range(args.seeds)]
+    teacher_steps = lambda steps: (lambda ph, pr, n, g: teacher_latents(teacher, ph, pr, n, diffusion, steps,  # noqa
+                                                                           generator=g))
+    reference = sentence_latents(teacher_steps(diffusion.sample_steps), valid_set, indices, args.seeds)
+    teacher4 = sentence_latents(teacher_steps(4), valid_set, indices, args.seeds)
+    print(f"train: {len(train_set)} segments ({sum(train_set.durations) / 60:.1f} min); {len(indices)} held-out "
+          f"sentences x {args.seeds} seeds; teacher {args.teacher}")
+    print(f"teacher 4-step DDPM vs teacher {diffusion.sample_steps}-step: mel-DTW "
+          f"{audio_distance(teacher4, reference, codec, stats, n_prompts):.3f}")
+    results = {}
+    for run in args.runs:
+        weights = dict(base.loss_weights) | RUNS[run]
+        loop = replace(base.loop, max_minutes=args.minutes, max_steps=10**9, checkpoint_every=10**9, valid_every=10**9,
+                       log_every=25, out_dir=str(args.out / run / "checkpoints"), report_dir=str(args.out / run / "report"))
+        cfg = replace(base, loss_weights=weights, loss_start_steps={k: 0 for k in weights}, loop=loop)
+        shutil.rmtree(args.out / run, ignore_errors=True)
+        extra = {"codec_checkpoint": str(args.codec), "latent_stats": asdict(stats),
+                 "resample_audio": asdict(params.resample_audio), "phonemize_text": asdict(params.phonemize_text)}
+        task = StudentTask(cfg, train_set, valid_set, teacher, diffusion, asr, sv, extra)
+        start = time.perf_counter()
+        result = train(task, loop, task.run_config())
+        student = DiT.from_checkpoint(result.checkpoint, "generator")
+        samples = sentence_latents(lambda ph, pr, n, g: student_latents(student, ph, pr, n, cfg.student_times,
+                                                                       diffusion.shift, g), valid_set, indices, args.seeds)
+        ctc, cosine = critic_scores(samples, valid_set, indices, args.seeds, asr, sv)
+        distance = audio_distance(samples, reference, codec, stats, n_prompts)
+        results[run] = (ctc, cosine)
+        print(f"[{run}] weights {weights}: {result.step} loop steps ({result.step // cfg.score_updates_per_generator} "
+              f"generator steps) in {(time.perf_counter() - start) / 60:.1f} min; student 4-step vs teacher "
+              f"{diffusion.sample_steps}-step mel-DTW {distance:.3f}; recogniser CTC loss {ctc:.3f}; verifier cosine "
+              f"to prompt {cosine:.3f}")
+    if "full" in results and "no_ctc" in results:
+        print(f"(b) CTC loss on student samples: lambda_CTC on {results['full'][0]:.3f} vs off {results['no_ctc'][0]:.3f}")
+    if "full" in results and "no_sv" in results:
+        print(f"(c) verifier cosine to prompt: lambda_SV on {results['full'][1]:.3f} vs off {results['no_sv'][1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
