@@ -55,21 +55,36 @@ def model_dir(name: str, params_path: str) -> Path:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    """Clone the voice of --prompt saying --text; write --out (48 kHz wav, atomically)."""
+    """One sentence (--text, --prompt -> --out) or a batch list (--batch list.tsv -> --out-dir)."""
     from dmospeech.audio import write_audio_atomic
-    from dmospeech.synthesize import SynthesisError, Synthesizer
+    from dmospeech.synthesize import SynthesisError
+    from dmospeech.tts import TTS, read_batch_file, write_batch_report
 
+    if args.batch is None and (args.text is None or args.prompt is None or args.out is None):
+        print("dmospeech synthesize: give --text, --prompt and --out, or --batch LIST.tsv --out-dir DIR", file=sys.stderr)
+        return 2
+    if args.batch is not None and args.out_dir is None:
+        print("dmospeech synthesize: --batch needs --out-dir", file=sys.stderr)
+        return 2
     params = load_params(args.params)
-    transcribe = None
-    if args.prompt_text is None:
+    transcriber = None
+    if args.batch is not None or args.prompt_text is None:
         from dmospeech.data.transcribe import Transcriber
 
-        transcribe = Transcriber(params.segment_audio)
+        transcriber = _Lazy(lambda: Transcriber(params.segment_audio))
     try:
-        synth = Synthesizer(model_dir(args.model, args.params), transcribe)
-        prompt = synth.prompt(args.prompt, args.prompt_text)
-        audio, rate = synth.synthesize(args.text, prompt, steps=args.steps, seconds=args.seconds, seed=args.seed)
-    except SynthesisError as err:
+        tts = TTS.from_pretrained(model_dir(args.model, args.params), transcriber)
+        if args.batch is not None:
+            results = tts.synthesize_batch(read_batch_file(args.batch), args.out_dir, steps=args.steps)
+            report = write_batch_report(results, Path(args.out_dir) / "batch_report.tsv")
+            failed = [r for r in results if r.error is not None]
+            for r in failed:
+                print(f"failed: {r.item.name}: {r.error}", file=sys.stderr)
+            print(f"{len(results) - len(failed)} of {len(results)} items written to {args.out_dir}; report {report}")
+            return 1 if failed else 0
+        prompt = tts.prompt(args.prompt, args.prompt_text)
+        audio, rate = tts.synthesize(args.text, prompt, steps=args.steps, seed=args.seed, seconds=args.seconds)
+    except (SynthesisError, ValueError) as err:
         print(f"dmospeech synthesize: {err}", file=sys.stderr)
         return 2
     write_audio_atomic(args.out, audio, rate, subtype="PCM_16")
@@ -128,6 +143,17 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Lazy:
+    """A transcriber built on its first call (loading Whisper takes seconds; most prompts have text)."""
+
+    def __init__(self, build):
+        self.build, self.instance = build, None
+
+    def __call__(self, audio, sample_rate):
+        self.instance = self.instance or self.build()
+        return self.instance(audio, sample_rate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmospeech", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -149,14 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--json", action="store_true")
     reg.set_defaults(func=cmd_registry)
     s = sub.add_parser("synthesize", help="speak --text in the voice of a --prompt recording")
-    s.add_argument("--text", required=True)
-    s.add_argument("--prompt", required=True, help="reference recording (any rate/format ffmpeg reads)")
+    s.add_argument("--text")
+    s.add_argument("--prompt", help="reference recording (any rate/format ffmpeg reads)")
     s.add_argument("--prompt-text", default=None, help="its transcript (default: transcribed by WhisperX)")
     s.add_argument("--model", default="teacher", help="teacher, student (their stages' out_dir in params) or a checkpoint path")
     s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's: 128 teacher, 4 student)")
     s.add_argument("--seconds", type=float, default=None, help="length of the generated speech (default: prompt rate)")
     s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--out", type=Path, help="output wav of one sentence")
+    s.add_argument("--batch", type=Path, help="tab-separated list: text, prompt [, prompt_text, name, seed]")
+    s.add_argument("--out-dir", type=Path, help="output folder of --batch (with batch_report.tsv)")
     s.set_defaults(func=cmd_synthesize)
     return parser
 

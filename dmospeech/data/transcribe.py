@@ -3,6 +3,8 @@ uses, resolved offline by `whisper_models`): the prompt transcript for synthesis
 recogniser of the WER evaluation."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import soxr
 
@@ -15,12 +17,15 @@ WHISPER_SR = 16000
 class Transcriber:
     """audio (t,) float at `sample_rate` -> text (beam search, no timestamps)."""
 
-    def __init__(self, cfg: SegmentAudioConfig, beam_size: int = 5):
+    def __init__(self, cfg: Optional[SegmentAudioConfig] = None, beam_size: int = 5):
+        """Settings of `cfg` (segment_audio params), else the packaged English base model, int8, 2 threads."""
         from faster_whisper import WhisperModel
 
-        self.language, self.beam_size = cfg.language, beam_size
-        self.model = WhisperModel(str(resolve_whisper_model(cfg.whisper_model)), device="cpu",
-                                  compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads, num_workers=1)
+        model, self.language = (cfg.whisper_model, cfg.language) if cfg else ("base", "en")
+        compute_type, threads = (cfg.compute_type, cfg.cpu_threads) if cfg else ("int8", 2)
+        self.model_name, self.beam_size = model, beam_size
+        self.model = WhisperModel(str(resolve_whisper_model(model)), device="cpu", compute_type=compute_type,
+                                  cpu_threads=threads, num_workers=1)
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> str:
         audio = np.asarray(audio, dtype=np.float32)

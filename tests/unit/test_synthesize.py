@@ -82,3 +82,39 @@ def test_cli_synthesize(teacher_dir, tmp_path, capsys):
     assert cli_main(["synthesize", "--text", "", "--prompt", str(prompt), "--prompt-text", "a prompt",
                      "--model", str(teacher_dir), "--out", str(tmp_path / "x.wav")]) == 2
     assert "text is empty" in capsys.readouterr().err
+
+
+def test_python_api_and_batch_with_a_failing_item(teacher_dir, tmp_path):
+    from dmospeech import TTS
+    from dmospeech.tts import read_batch_file
+
+    prompt = write(tmp_path / "voice.wav", voiced(1.0, 16000))
+    tts = TTS.from_pretrained(teacher_dir)
+    audio, rate = tts.synthesize("hello", prompt, prompt_text="a prompt", steps=2, seconds=0.25, seed=3)
+    assert rate == tts.sample_rate == 48000 and len(audio) == 10 * 1200
+    listing = tmp_path / "list.tsv"
+    listing.write_text("text\tprompt\tprompt_text\tname\tseed\n"
+                       "first one\tvoice.wav\ta prompt\tgood\t1\n"
+                       "second\tmissing.wav\ta prompt\tbad\t\n"
+                       "日本語\tvoice.wav\ta prompt\tunpronounceable\t\n"
+                       "third one\tvoice.wav\ta prompt\tgood2\t2\n")
+    results = tts.synthesize_batch(read_batch_file(listing), tmp_path / "out", steps=2, progress=False)
+    assert [r.error is None for r in results] == [True, False, False, True]
+    assert "cannot use the prompt" in results[1].error and "pronounced" in results[2].error
+    assert (tmp_path / "out" / "good.wav").exists() and (tmp_path / "out" / "good2.wav").exists()
+    code = cli_main(["synthesize", "--batch", str(listing), "--out-dir", str(tmp_path / "cli"), "--model",
+                     str(teacher_dir), "--steps", "2"])
+    report = (tmp_path / "cli" / "batch_report.tsv").read_text().splitlines()
+    assert code == 1 and len(report) == 5 and report[2].split("\t")[:2] == ["bad", "failed"]
+
+
+def test_batch_file_errors(tmp_path):
+    from dmospeech.tts import read_batch_file
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("sentence\tvoice\nhello\tx.wav\n")
+    with pytest.raises(ValueError, match="header must name columns text, prompt"):
+        read_batch_file(bad)
+    bad.write_text("text\tprompt\tseed\nhello\tx.wav\tabc\n")
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        read_batch_file(bad)
