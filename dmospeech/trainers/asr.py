@@ -1,0 +1,133 @@
+"""Training task of the latent CTC recogniser (appendix C.3) for the shared loop: CTC (eq. 29) on
+SpecAugment-masked normalised latents; validation by the phone error rate of greedy decoding with
+the EMA weights on held-out segments, plus reference/hypothesis examples in the report folder.
+
+Shapes: b batch, n latent frames (40 Hz), c latent channels, nt phonemes.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from dmospeech.atomic import write_text_atomic
+from dmospeech.config import LatentMaskingConfig, TrainASRCriticConfig
+from dmospeech.data.latent_text import LatentTextDataset, collate_latent_text
+from dmospeech.models.asr import TASK, LatentASR, ctc_loss, ctc_min_frames, greedy_decode, phone_error_rate
+from dmospeech.train import Part
+
+VALID_BATCH = 8
+EXAMPLES = 4
+
+
+def mask_latents(latents: torch.Tensor, cfg: LatentMaskingConfig) -> torch.Tensor:
+    """SpecAugment (Park et al., 2019) on (n, c) normalised latents: spans of frames and bands of
+    channels set to 0, the channel mean. A time mask covers at most a tenth of the item. Uses torch's
+    RNG, which the loop seeds per batch."""
+    z = latents.clone()
+    n, c = z.shape
+    longest = min(cfg.time_mask_frames, n // 10)
+    for _ in range(cfg.time_masks if longest > 0 else 0):
+        width = int(torch.randint(0, longest + 1, ()))
+        start = int(torch.randint(0, n - width + 1, ()))
+        z[start: start + width] = 0.0
+    for _ in range(cfg.channel_masks):
+        width = int(torch.randint(0, min(cfg.channel_mask_width, c) + 1, ()))
+        start = int(torch.randint(0, c - width + 1, ()))
+        z[:, start: start + width] = 0.0
+    return z
+
+
+def impossible_items(dataset: LatentTextDataset) -> list[str]:
+    """Segment ids whose phonemes need more CTC frames than the segment has latent frames."""
+    out = []
+    for item in dataset.items:
+        ids = torch.tensor([item.phoneme_ids])
+        if int(ctc_min_frames(ids, torch.ones_like(ids, dtype=torch.bool))[0]) > item.num_frames:
+            out.append(item.segment_id)
+    return out
+
+
+class ASRCriticTask:
+    """Task protocol of dmospeech.train for `LatentASR`."""
+
+    def __init__(self, cfg: TrainASRCriticConfig, train: LatentTextDataset, valid: LatentTextDataset,
+                 symbols: Sequence[str], report_dir: str | Path):
+        if len(symbols) != cfg.model.vocab_size:
+            raise ValueError(f"train_asr_critic.model.vocab_size is {cfg.model.vocab_size} but the IPA vocabulary "
+                             f"has {len(symbols)} symbols: set it to {len(symbols)}")
+        for name, data in (("training", train), ("validation", valid)):
+            too_big = [it.segment_id for it in data.items if max(it.phoneme_ids) >= cfg.model.vocab_size]
+            if too_big:
+                raise ValueError(f"{name} segments {too_big[:5]} hold phoneme ids >= vocab_size "
+                                 f"{cfg.model.vocab_size}: rerun phonemize_text with this vocabulary")
+            impossible = impossible_items(data)
+            if impossible:
+                print(f"train_asr_critic: {len(impossible)} {name} segment(s) have more phonemes than CTC can align "
+                      f"to their frames; they count in ctc/impossible and add no loss: {impossible[:5]}")
+        self.cfg, self.valid, self.symbols = cfg, valid, list(symbols)
+        self.dataset, self.durations = train, train.durations
+        self.report_dir = Path(report_dir)
+        self._part: Part | None = None
+
+    def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        return collate_latent_text([{**it, "latents": mask_latents(it["latents"], self.cfg.masking)} for it in items])
+
+    def run_config(self) -> dict:
+        """Saved with every checkpoint: `model` rebuilds the recogniser (`LatentASR.from_checkpoint`);
+        the rest is what changes the training maths, so a resume with other values is refused."""
+        loop = asdict(self.cfg.loop)
+        return {"task": TASK, "model": asdict(self.cfg.model), "masking": asdict(self.cfg.masking),
+                "max_seconds": self.cfg.max_seconds, "optimizer": asdict(self.cfg.optimizer),
+                "loop": {k: loop[k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}}
+
+    def parts(self) -> list[Part]:
+        if self._part is None:
+            self._part = Part("asr", LatentASR(self.cfg.model), self.cfg.optimizer, ema=True)
+        return [self._part]
+
+    def train_step(self, batch: dict[str, torch.Tensor], step: int, update) -> dict[str, float]:
+        """CTC loss of eq. 29 on one batch."""
+        out = self._part.model(batch["latents"], batch["latent_mask"])
+        losses, logs = ctc_loss(out["logits"], batch["latent_mask"], batch["phonemes"], batch["phoneme_mask"])
+        return logs | {"loss/total": logs["ctc/loss"]} | update("asr", losses["ctc/loss"])
+
+    def validate(self, step: int) -> dict[str, float]:
+        """Phone error rate and CTC loss of the EMA weights on the held-out segments."""
+        with self._part.ema_weights() as asr:
+            return self.evaluate(asr, write_examples=True)
+
+    @torch.no_grad()
+    def evaluate(self, asr: LatentASR, write_examples: bool = False) -> dict[str, float]:
+        """{"valid/per", "valid/ctc_loss", "valid/impossible"} of `asr` (put in eval mode meanwhile)."""
+        training = asr.training
+        asr.eval()
+        hyps, refs, losses, impossible = [], [], [], 0.0
+        device = next(asr.parameters()).device
+        try:
+            for start in range(0, len(self.valid), VALID_BATCH):
+                end = min(start + VALID_BATCH, len(self.valid))
+                batch = collate_latent_text([self.valid[i] for i in range(start, end)])
+                batch = {k: v.to(device) for k, v in batch.items()}
+                logits = asr(batch["latents"], batch["latent_mask"])["logits"]
+                _, logs = ctc_loss(logits, batch["latent_mask"], batch["phonemes"], batch["phoneme_mask"])
+                losses.append(logs["ctc/loss"] * (len(batch["index"]) - logs["ctc/impossible"]))
+                impossible += logs["ctc/impossible"]
+                hyps += greedy_decode(logits, batch["latent_mask"])
+                refs += [p[m].tolist() for p, m in zip(batch["phonemes"].cpu(), batch["phoneme_mask"].cpu())]
+        finally:
+            asr.train(training)
+        if write_examples:
+            self.write_examples(hyps, refs)
+        return {"valid/per": phone_error_rate(hyps, refs), "valid/impossible": impossible,
+                "valid/ctc_loss": sum(losses) / max(len(self.valid) - impossible, 1)}
+
+    def write_examples(self, hyps: list[list[int]], refs: list[list[int]]) -> None:
+        """The first validation items' reference and greedy hypothesis in IPA (report_dir/examples.txt)."""
+        lines = []
+        for i, (hyp, ref) in enumerate(zip(hyps[:EXAMPLES], refs[:EXAMPLES])):
+            lines += [f"{self.valid.items[i].segment_id}", f"  REF {''.join(self.symbols[t] for t in ref)}",
+                      f"  HYP {''.join(self.symbols[t] for t in hyp)}"]
+        write_text_atomic(self.report_dir / "examples.txt", "\n".join(lines) + "\n")
