@@ -118,10 +118,11 @@ def record_training_segments(out_dir: str | os.PathLike, segment_ids: Iterable[s
               "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "code_version": code_version(), "upstream": [_upstream_ref(u) for u in upstream]}
     run = {"run_id": run["run_id"], "stage": stage, "records": kept + [record]}
+    path = write_text_atomic(folder / RECORDS_FILE, json.dumps(run, indent=1) + "\n")
     for stale in folder.glob("segments_from_*.parquet"):
         if stale.name not in {r["segments_file"] for r in run["records"]}:
             stale.unlink()
-    return write_text_atomic(folder / RECORDS_FILE, json.dumps(run, indent=1) + "\n")
+    return path
 
 
 def _write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:

@@ -139,9 +139,13 @@ def failed_checks(root: Path, dvc_stage: str) -> list[dict]:
 
 
 def failure_report(root: Path, err: StageFailed, not_run: list[str]) -> dict:
+    try:
+        checks, checks_error = failed_checks(root, err.dvc_stage), None
+    except Exception as exc:  # the report must still name the stage when dvc.yaml itself is broken
+        checks, checks_error = [], f"{type(exc).__name__}: {exc}"
     return {"stage": err.stage, "dvc_stage": err.dvc_stage, "command": f"dvc repro {err.stage}",
             "returncode": err.returncode, "transient": err.transient, "attempts": err.attempt,
-            "log": err.log, "log_tail": err.tail, "failed_checks": failed_checks(root, err.dvc_stage),
+            "log": err.log, "log_tail": err.tail, "failed_checks": checks, "failed_checks_error": checks_error,
             "not_run": not_run, "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 

@@ -73,7 +73,8 @@ def _resample_outputs(root: Path, params: Params) -> set[str]:
 def detect_changes(root: Path, params: Params):
     changes = source_changes(params.prepare_corpus, root)
     get_run_logger().info(f"sources: {len(changes.added)} added, {len(changes.removed)} removed, "
-                          f"{changes.unchanged} unchanged ({changes.hashed} hashed now)")
+                          f"{changes.unchanged} unchanged ({changes.hashed} hashed now), "
+                          f"not there yet: {list(changes.missing) or 'none'}")
     return changes
 
 

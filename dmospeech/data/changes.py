@@ -2,7 +2,8 @@
 
 A file whose path, size and modification time (older than its scan) match its `scanned_files` row
 keeps that row's sha256; every other file is hashed. Added files are those whose content hash the
-manifests do not hold; removed ones are manifest hashes no longer found in any source.
+manifests do not hold; removed ones are manifest hashes no longer found in any source. A source
+whose folder does not exist is reported as missing (the demo's sources are made by a stage).
 """
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ class SourceChanges:
     unchanged: int              # files whose content the manifests hold
     hashed: int                 # files hashed now (the others passed the quick check)
     fingerprint: str            # sha256 of the sorted content hashes now in the sources
+    missing: tuple[str, ...]    # sources whose folder does not exist (yet: a stage may create it)
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.removed)
+        return bool(self.added or self.removed or self.missing)
 
 
 def _manifest_rows(cfg: PrepareCorpusConfig, base: Path) -> pd.DataFrame:
@@ -48,9 +50,9 @@ def source_changes(cfg: PrepareCorpusConfig, base: Path = Path(".")) -> SourceCh
     on_record = _manifest_rows(cfg, base)
     known = {row.path: row for row in on_record.itertuples(index=False)}
     now: dict[str, str] = {}
-    hashed = 0
+    hashed, missing = 0, tuple(s.name for s in cfg.sources if not (base / s.path).exists())
     for source in cfg.sources:
-        for item in scan_source(source, cfg.audio_extensions, base):
+        for item in scan_source(source, cfg.audio_extensions, base) if source.name not in missing else []:
             if not item.path.is_file():
                 continue
             stat, row = item.path.stat(), known.get(str(item.path))
@@ -64,4 +66,4 @@ def source_changes(cfg: PrepareCorpusConfig, base: Path = Path(".")) -> SourceCh
     added = sorted(p for p, h in now.items() if h not in recorded)
     removed = sorted(set(on_record.path[~on_record.source_sha256.isin(present)]))
     fingerprint = hashlib.sha256("\n".join(sorted(present)).encode()).hexdigest()
-    return SourceChanges(tuple(added), tuple(removed), len(now) - len(added), hashed, fingerprint)
+    return SourceChanges(tuple(added), tuple(removed), len(now) - len(added), hashed, fingerprint, missing)

@@ -62,3 +62,7 @@ def test_source_changes_by_content_hash(tmp_path):
     assert changes.added == (str(src / "0.wav"), str(src / "3.wav"))
     assert changes.removed == (str(src / "0.wav"), str(src / "2.wav")) and changes.hashed == 2
     assert changes.fingerprint != unchanged.fingerprint
+    later = PrepareCorpusConfig(cfg.sources + (SourceConfig("later", "sidecar", "made/by/a/stage"),), cfg.manifest,
+                                SplitConfig(), (".wav",))
+    pending = source_changes(later, tmp_path)
+    assert pending.missing == ("later",) and pending.changed and pending.fingerprint == changes.fingerprint

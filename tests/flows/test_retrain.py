@@ -19,7 +19,7 @@ from dmospeech.lineage_audit import artifacts_using, model_lineage
 from dmospeech.registry import Registry
 from tests.helpers import PROJECT_ROOT, voiced, write
 
-pytestmark = pytest.mark.usefixtures("prefect_api")
+pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]  # ~10 DVC runs: 40-90 s
 
 DVC_YAML = """stages:
   prepare_corpus:
