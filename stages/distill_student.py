@@ -7,6 +7,7 @@ from dmospeech.config import DiffusionConfig, from_dict, load_params
 from dmospeech.data.latent_text import LatentTextDataset, latent_text_items
 from dmospeech.data.latents import LatentStats, LatentStore
 from dmospeech.data.manifest import open_manifests
+from dmospeech.lineage import record_training_segments
 from dmospeech.models.asr import LatentASR
 from dmospeech.models.codec import Codec
 from dmospeech.models.dit import DiT
@@ -46,6 +47,8 @@ def main() -> None:
                        from_dict(DiffusionConfig, teacher_run["diffusion"], "diffusion"),
                        LatentASR.from_checkpoint(asr_ckpt), LatentSpeakerVerifier.from_checkpoint(sv_ckpt), extra,
                        Codec.from_checkpoint(teacher_run["codec_checkpoint"]), cfg.loop.report_dir)
+    record_training_segments(cfg.loop.out_dir, [it.segment_id for it in train_items], params.manifests(),
+                             "distill_student", upstream=[teacher_ckpt, asr_ckpt, sv_ckpt])
     result = train(task, cfg.loop, task.run_config())
     final = task.validate(result.step)  # the samples this stage declares
     Console().print(f"[bold]distill_student[/]: {result}\nheld-out student samples: recogniser CTC loss "

@@ -7,6 +7,7 @@ from dmospeech.config import load_params
 from dmospeech.data.latent_text import LatentTextDataset, latent_text_items
 from dmospeech.data.latents import LatentStats, LatentStore
 from dmospeech.data.manifest import open_manifests
+from dmospeech.lineage import record_training_segments
 from dmospeech.models.codec import Codec
 from dmospeech.synthesize import FRAME_RATE
 from dmospeech.train import latest_checkpoint, train
@@ -32,6 +33,8 @@ def main() -> None:
     extra = {"codec_checkpoint": str(codec_checkpoint), "latent_stats": asdict(stats),
              "resample_audio": asdict(params.resample_audio), "phonemize_text": asdict(params.phonemize_text)}
     task = TeacherTask(cfg, train_set, valid_set, cfg.loop.report_dir, Codec.from_checkpoint(codec_checkpoint), extra)
+    record_training_segments(cfg.loop.out_dir, [it.segment_id for it in train_items], params.manifests(),
+                             "train_teacher", upstream=[codec_checkpoint])
     result = train(task, cfg.loop, task.run_config())
     final = task.validate(result.step)  # the samples and spectrograms this stage declares
     Console().print(f"[bold]train_teacher[/]: {result}\nheld-out diffusion loss (EMA) "
