@@ -34,15 +34,20 @@ EVAL_RATE = 16000  # HuBERT and WavLM read 16 kHz audio
 @lru_cache(maxsize=None)
 def english_normalizer(spelling_mapping: str | None = None) -> Callable[[str], str]:
     """Whisper's English text normaliser (`transformers.models.whisper.english_normalizer.
-    EnglishTextNormalizer`, the copy of openai/whisper's): lower-case; text in brackets or
-    parentheses and fillers (uh, um, hmm) removed; contractions and titles expanded (won't -> will
-    not, Mr -> mister); spelled-out numbers turned into digits ("twenty five percent" -> "25%");
+    EnglishTextNormalizer`, the copy of openai/whisper's): lower-case; text in [brackets] or
+    <angle brackets> and fillers (uh, um, hmm) removed; contractions and titles expanded (won't ->
+    will not, Mr -> mister); spelled-out numbers turned into digits ("twenty five percent" -> "25%");
     punctuation and diacritics removed; whitespace collapsed.
+
+    One change: Whisper drops text in (parentheses) as a non-speech annotation, but in the texts
+    given to a TTS model parentheses hold words that are read aloud (LJ Speech has many), so only
+    the parentheses themselves are removed here.
 
     Its British -> American spelling table (`normalizer.json`) ships with Whisper tokenizers, not
     with any installed package: pass that file's path as `spelling_mapping` to apply it; without it
     spellings are compared as written."""
     import json
+    import re
 
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
 
@@ -53,7 +58,8 @@ def english_normalizer(spelling_mapping: str | None = None) -> Callable[[str], s
             raise FileNotFoundError(f"spelling mapping {path} not found: give the normalizer.json of a Whisper "
                                     "tokenizer, or None to compare spellings as written")
         mapping = json.loads(path.read_text(encoding="utf-8"))
-    return EnglishTextNormalizer(mapping)
+    whisper = EnglishTextNormalizer(mapping)
+    return lambda text: whisper(re.sub(r"[()]", " ", text))
 
 
 def normalize_for_wer(text: str) -> str:

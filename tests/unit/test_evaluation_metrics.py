@@ -117,6 +117,8 @@ def test_wer_normalisation():
     assert M.word_error_rate(["hello world"], ["Hello, World!"]) == 0.0
     assert M.word_error_rate(["the cat sat down"], ["The dog sat down."]) == 0.25
     assert M.word_error_rate(["it is twenty-five percent, Mr. Smith"], ["It's 25% mister smith"]) == 0.0
+    assert M.normalize_for_wer("dated (which was printed) [noise] in fourteen sixty-two") == \
+        "dated which was printed in 1462"
     # corpus level: 1 error over 4 + 2 reference words
     assert M.word_error_rate(["a b x d", "e f"], ["a b c d", "e f"]) == pytest.approx(1 / 6)
     assert M.word_error_rate([""], ["two words"]) == 1.0
@@ -130,7 +132,7 @@ def test_wer_spelling_table_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="normalizer.json of a Whisper"):
         M.english_normalizer(str(tmp_path / "absent.json"))
     with pytest.raises(ValueError, match="empty after normalisation"):
-        M.word_error_rate(["a", "b"], ["a", "(noise)"])
+        M.word_error_rate(["a", "b"], ["a", "[noise]"])
     with pytest.raises(ValueError, match="1 hypotheses and 2 references"):
         M.word_error_rate(["a"], ["a", "b"])
 
