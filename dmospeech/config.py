@@ -336,6 +336,21 @@ class DistillStudentConfig:
     loop: TrainLoopConfig
 
 
+# ----------------------------------------------------------------------------- evaluation (sec. 4.2-4.4)
+@dataclass(frozen=True)
+class EvaluateConfig:
+    trials: Optional[str]      # trials CSV (prompt_path, prompt_text, target_text, reference_path); null: held-out split
+    max_trials: int
+    prompt_seconds: float      # longest prompt taken whole; longer ones are cut to this and transcribed
+    cv_f0_trials: int          # trials synthesised cv_f0_repeats times for CV_f0 (section 4.4)
+    cv_f0_repeats: int
+    seed: int
+    whisper_model: str         # packaged faster-whisper model of the WER (base | tiny.en | local folder)
+    hubert_path: Optional[str]  # local HuBERT-CTC folder: the paper's WER evaluator instead of Whisper
+    wavlm_path: Optional[str]   # local WavLM-ECAPA (x-vector) folder: the paper's SIM evaluator instead of Resemblyzer
+    out_dir: str
+
+
 # ----------------------------------------------------------------------------- Prefect flows (flows/)
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -384,6 +399,7 @@ class Params:
     train_asr_critic: TrainASRCriticConfig
     train_sv_critic: TrainSVCriticConfig
     distill_student: DistillStudentConfig
+    evaluate: EvaluateConfig
     pipeline: PipelineConfig
     retrain: RetrainConfig
 
