@@ -1,0 +1,62 @@
+"""Stage train_sv_critic: the latent speaker verifier (appendix C.4), fine-tuned from the newest
+train_asr_critic checkpoint and distilled from an offline speaker encoder (eq. 31)."""
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from dmospeech.config import load_params
+from dmospeech.data.latent_text import latent_text_items
+from dmospeech.data.latents import LatentStats, LatentStore
+from dmospeech.data.manifest import open_manifests
+from dmospeech.data.speaker_copies import build_speaker_copies, speaker_trials
+from dmospeech.models.asr import LatentASR
+from dmospeech.models.codec import Codec
+from dmospeech.speaker_teachers import build_teacher
+from dmospeech.train import latest_checkpoint, train
+from dmospeech.trainers.speaker import SpeakerCopyDataset, SVCriticTask
+
+FRAME_RATE = 40
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params.train_sv_critic
+    asr_checkpoint = latest_checkpoint(params.train_asr_critic.loop.out_dir)
+    if asr_checkpoint is None:
+        raise SystemExit(f"train_sv_critic: no recogniser checkpoint in {params.train_asr_critic.loop.out_dir}: "
+                         "run `dvc repro train_asr_critic`")
+    stats = LatentStats.load(params.encode_latents.stats_path)
+    if not Path(stats.codec_checkpoint).is_dir():
+        raise SystemExit(f"train_sv_critic: the codec that encoded the latents ({stats.codec_checkpoint}) is gone; "
+                         "rerun encode_latents")
+    con = open_manifests([*params.manifests(), params.encode_latents.manifest])
+    max_frames = int(cfg.max_seconds * FRAME_RATE)
+    train_items = latent_text_items(con, ["train"], max_frames)
+    valid_items = latent_text_items(con, ["valid", "test"], max_frames)[: cfg.valid_items]
+    con.close()
+    if not train_items or not valid_items:
+        raise SystemExit(f"train_sv_critic: {len(train_items)} training and {len(valid_items)} validation segments; "
+                         "need at least one of each (check prepare_corpus.split and encode_latents)")
+    store, teacher = LatentStore(params.encode_latents.out_dir), build_teacher(cfg.teachers)
+    codec = Codec.from_checkpoint(stats.codec_checkpoint)
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("speaker copies", total=len(train_items))
+        copies, embeddings = build_speaker_copies(
+            train_items, store, codec, stats.codec_checkpoint, teacher, cfg.pitch_shifts, cfg.cache_dir,
+            params.encode_latents.shard_frames, params.encode_latents.use_mean, lambda: progress.advance(bar))
+    trials = speaker_trials(valid_items, store, stats, teacher, cfg.trial_seconds, codec.cfg.sample_rate, FRAME_RATE)
+    dataset = SpeakerCopyDataset(copies, embeddings, LatentStore(cfg.cache_dir), stats,
+                                 int(cfg.crop_seconds * FRAME_RATE), FRAME_RATE)
+    asr = LatentASR.from_checkpoint(asr_checkpoint)
+    task = SVCriticTask(cfg, dataset, trials, asr.cfg, str(asr_checkpoint), teacher.identity)
+    result = train(task, cfg.loop, task.run_config())
+    final = task.validate(result.step)
+    shown = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in final.items())
+    Console().print(f"[bold]train_sv_critic[/]: {result}\n{len(copies)} training copies ({len(train_items)} segments "
+                    f"x {1 + len(cfg.pitch_shifts)} pitches), teacher {teacher.identity}; held-out windows "
+                    f"({len(trials.speakers)} of {len(set(trials.speakers))} speakers): {shown}")
+
+
+if __name__ == "__main__":
+    main()
