@@ -100,16 +100,18 @@ class ASRCriticTask:
             return self.evaluate(asr, write_examples=True)
 
     @torch.no_grad()
-    def evaluate(self, asr: LatentASR, write_examples: bool = False) -> dict[str, float]:
-        """{"valid/per", "valid/ctc_loss", "valid/impossible"} of `asr` (put in eval mode meanwhile)."""
+    def evaluate(self, asr: LatentASR, write_examples: bool = False,
+                 valid: LatentTextDataset | None = None) -> dict[str, float]:
+        """{"valid/per", "valid/ctc_loss", "valid/impossible"} of `asr` (put in eval mode meanwhile) on
+        `valid`, by default the task's validation segments."""
+        valid = self.valid if valid is None else valid
         training = asr.training
         asr.eval()
         hyps, refs, losses, impossible = [], [], [], 0.0
         device = next(asr.parameters()).device
         try:
-            for start in range(0, len(self.valid), VALID_BATCH):
-                end = min(start + VALID_BATCH, len(self.valid))
-                batch = collate_latent_text([self.valid[i] for i in range(start, end)])
+            for start in range(0, len(valid), VALID_BATCH):
+                batch = collate_latent_text([valid[i] for i in range(start, min(start + VALID_BATCH, len(valid)))])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 logits = asr(batch["latents"], batch["latent_mask"])["logits"]
                 _, logs = ctc_loss(logits, batch["latent_mask"], batch["phonemes"], batch["phoneme_mask"])
@@ -120,14 +122,14 @@ class ASRCriticTask:
         finally:
             asr.train(training)
         if write_examples:
-            self.write_examples(hyps, refs)
+            self.write_examples(valid, hyps, refs)
         return {"valid/per": phone_error_rate(hyps, refs), "valid/impossible": impossible,
-                "valid/ctc_loss": sum(losses) / max(len(self.valid) - impossible, 1)}
+                "valid/ctc_loss": sum(losses) / max(len(valid) - impossible, 1)}
 
-    def write_examples(self, hyps: list[list[int]], refs: list[list[int]]) -> None:
+    def write_examples(self, valid: LatentTextDataset, hyps: list[list[int]], refs: list[list[int]]) -> None:
         """The first validation items' reference and greedy hypothesis in IPA (report_dir/examples.txt)."""
         lines = []
         for i, (hyp, ref) in enumerate(zip(hyps[:EXAMPLES], refs[:EXAMPLES])):
-            lines += [f"{self.valid.items[i].segment_id}", f"  REF {''.join(self.symbols[t] for t in ref)}",
+            lines += [f"{valid.items[i].segment_id}", f"  REF {''.join(self.symbols[t] for t in ref)}",
                       f"  HYP {''.join(self.symbols[t] for t in hyp)}"]
         write_text_atomic(self.report_dir / "examples.txt", "\n".join(lines) + "\n")

@@ -1,0 +1,112 @@
+"""Does the latent CTC recogniser learn on real speech? Trains it (params.yaml's train_asr_critic, the
+tiny CPU profile) for a time budget on the latents of `--train` and prints the phone error rate of
+greedy decoding on the held-out `--valid` recordings at step 0 and at the end (EMA weights).
+
+Usage: python benchmarks/learn_asr.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
+       [--valid DIR ...] --codec CKPT [--steps N] [--threads 1] [--out runs/learn_asr] [--corpus DIR]
+       [--params params.yaml]
+
+Folders of any layout `dmospeech.data.folder_corpus` recognises (LibriSpeech, LJ Speech, sidecar
+.txt, manifest.csv) are conditioned, phonemized and encoded by the codec checkpoint once (cached in
+--corpus, default OUT/corpus). Each `--valid` is a group (say unseen speakers, and held-out
+recordings of training speakers) validated together and reported apart at the end; groups are told
+apart by speaker, so a speaker must not be in two groups. `--steps` sets the cosine schedule's
+length (the run still stops at --minutes); without it the learning rate stays at its peak after
+warmup. Writes OUT/per_curve.tsv
+(step, phone error rate), the dvclive curves in OUT/report and reference/hypothesis examples in
+OUT/report/examples.txt; the final checkpoint is in OUT/checkpoints (input of learn_sv.py --asr).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from dmospeech.atomic import write_text_atomic
+from dmospeech.config import load_params
+from dmospeech.data.folder_corpus import build_folder_corpus, detect_source
+from dmospeech.data.latent_text import LatentTextDataset
+from dmospeech.data.latents import LatentStore
+from dmospeech.text import Vocabulary
+from dmospeech.train import train
+from dmospeech.trainers.asr import ASRCriticTask
+
+FRAME_RATE = 40
+
+
+def curve(report_dir: Path, first: tuple[int, float], last: tuple[int, float]) -> list[tuple[int, float]]:
+    """(step, PER) at step 0, at every validation of the run (dvclive's file) and at the end."""
+    points = [first]
+    logged = report_dir / "dvclive" / "plots" / "metrics" / "valid" / "per.tsv"
+    if logged.exists():
+        points += [(int(r["step"]), float(r["per"])) for r in csv.DictReader(logged.open(), delimiter="\t")]
+    return sorted({step: per for step, per in points + [last]}.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--train", type=Path, nargs="+", required=True)
+    parser.add_argument("--valid", type=Path, nargs="+", required=True, action="append", help="a validation group")
+    parser.add_argument("--codec", type=Path, required=True, help="codec checkpoint folder (train_codec step_<n>)")
+    parser.add_argument("--steps", type=int, default=0, help="cosine schedule length (0: constant after warmup)")
+    parser.add_argument("--valid-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("runs/learn_asr"))
+    parser.add_argument("--corpus", type=Path, default=None, help="latent cache of the folders (default OUT/corpus)")
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    corpus = args.corpus or args.out / "corpus"
+    started = time.perf_counter()
+    train_items, valid_items, stats = build_folder_corpus(args.train, [f for g in args.valid for f in g], corpus,
+                                                          args.codec, params)
+    max_frames = int(params.train_asr_critic.max_seconds * FRAME_RATE)
+    train_items = [it for it in train_items if it.num_frames <= max_frames]
+    print(f"corpus ready in {(time.perf_counter() - started) / 60:.1f} min")
+    for sub in ("checkpoints", "report"):
+        shutil.rmtree(args.out / sub, ignore_errors=True)
+    loop = replace(params.train_asr_critic.loop, max_minutes=args.minutes, max_steps=args.steps or 10**9,
+                   checkpoint_every=10**9, valid_every=args.valid_every, log_every=20,
+                   out_dir=str(args.out / "checkpoints"), report_dir=str(args.out / "report"))
+    cfg = replace(params.train_asr_critic, loop=loop)
+    store = LatentStore(corpus)
+    task = ASRCriticTask(cfg, LatentTextDataset(train_items, store, stats, FRAME_RATE),
+                         LatentTextDataset(valid_items, store, stats, FRAME_RATE),
+                         Vocabulary.load(params.phonemize_text.vocab_path).symbols, loop.report_dir)
+    print(f"train: {len(train_items)} segments, {sum(task.durations) / 60:.1f} min; valid: {len(valid_items)} "
+          f"segments, {sum(it.num_frames for it in valid_items) / FRAME_RATE / 60:.1f} min; threads {args.threads}")
+    torch.manual_seed(loop.seed)
+    task.parts()
+    before = task.evaluate(task._part.module)
+    start = time.perf_counter()
+    result = train(task, loop, task.run_config())
+    minutes = (time.perf_counter() - start) / 60
+    after = task.validate(result.step)
+    groups = {}
+    if len(args.valid) > 1:
+        with task._part.ema_weights() as asr:
+            for group in args.valid:
+                speakers = {detect_source(f).speaker or f.name for f in group}
+                items = [it for it in valid_items if it.speaker in speakers]
+                groups[" ".join(f.name for f in group)] = (len(items), task.evaluate(
+                    asr, valid=LatentTextDataset(items, store, stats, FRAME_RATE))["valid/per"])
+    points = curve(Path(loop.report_dir), (0, before["valid/per"]), (result.step, after["valid/per"]))
+    write_text_atomic(args.out / "per_curve.tsv", "step\tper\n" + "".join(f"{s}\t{p:.4f}\n" for s, p in points))
+    print(f"steps: {result.step} in {minutes:.1f} min ({result.stop_reason}); checkpoint {result.checkpoint}")
+    print(f"phone error rate on held-out segments: step 0 {100 * before['valid/per']:.1f} % -> step {result.step} "
+          f"{100 * after['valid/per']:.1f} % (EMA); CTC loss {before['valid/ctc_loss']:.3f} -> "
+          f"{after['valid/ctc_loss']:.3f}")
+    for name, (count, per) in groups.items():
+        print(f"  {100 * per:.1f} % on the {count} segments of {name[:80]}")
+    print(f"curve: {args.out / 'per_curve.tsv'}; examples: {Path(loop.report_dir) / 'examples.txt'}")
+
+
+if __name__ == "__main__":
+    main()
