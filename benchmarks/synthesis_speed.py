@@ -1,6 +1,7 @@
-"""Synthesis speed on this machine: real-time factor (wall time / seconds of generated speech) of the
-teacher (128 DDPM steps with classifier-free guidance, eq. 27-28) with and without codec decoding,
-and the parameter count of each profile's network.
+"""Synthesis speed on this machine, one run, same inputs: real-time factor (wall time / seconds of
+generated speech) of the teacher (128 DDPM steps with classifier-free guidance, eq. 27-28) and of
+the student (4 steps of algorithm 1, no guidance), with and without codec decoding, and the
+wall-clock ratio teacher / student (the paper reports 13.7x).
 
 Usage: python benchmarks/synthesis_speed.py [--profile tiny|paper] [--prompt-seconds 3] [--seconds 5]
        [--repeats 3] [--threads 2] [--steps 128]
@@ -19,7 +20,7 @@ import torch
 from dmospeech.config import load_params
 from dmospeech.models.codec import Codec
 from dmospeech.models.dit import DiT
-from dmospeech.synthesize import FRAME_RATE, teacher_latents
+from dmospeech.synthesize import FRAME_RATE, student_latents, teacher_latents
 
 
 def median_seconds(fn, repeats: int) -> float:
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="teacher steps (default: the profile's, 128)")
+    parser.add_argument("--models", nargs="+", choices=["teacher", "student"], default=["teacher", "student"],
+                        help="e.g. only the student for the paper profile (its teacher takes ~30 min per sentence here)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params("params.yaml", "profiles/paper.yaml" if args.profile == "paper" else None)
@@ -55,18 +58,30 @@ def main() -> None:
         return teacher_latents(net, phonemes, prompt, n_prompt + n_new, cfg.diffusion, steps,
                                generator=torch.Generator().manual_seed(0))
 
-    def with_audio() -> None:
-        with torch.no_grad():
-            codec.decode(latents().T[None])
+    def student() -> torch.Tensor:
+        return student_latents(net, phonemes, prompt, n_prompt + n_new, params.distill_student.student_times,
+                               cfg.diffusion.shift, torch.Generator().manual_seed(0))
+
+    def decoded(make_latents):
+        def run() -> None:
+            with torch.no_grad():
+                codec.decode(make_latents().T[None])
+        return run
 
     print(f"profile {args.profile}: DiT {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M parameters, codec "
           f"{sum(p.numel() for p in codec.parameters()) / 1e6:.1f}M; {args.threads} thread(s); prompt "
           f"{args.prompt_seconds:g} s + {args.seconds:g} s generated, {len(phonemes)} phonemes")
-    t_latent = median_seconds(latents, args.repeats)
-    t_audio = median_seconds(with_audio, args.repeats)
-    print(f"teacher ({steps} steps, CFG {cfg.diffusion.cfg_scale:g}): {t_latent:.2f} s latents only "
-          f"(RTF {t_latent / args.seconds:.3f}), {t_audio:.2f} s with codec decoding (RTF {t_audio / args.seconds:.3f})")
-
+    runs = {"teacher": latents, "student": student}
+    times = {(model, audio): median_seconds(decoded(runs[model]) if audio else runs[model], args.repeats)
+             for model in args.models for audio in (False, True)}
+    n_student = len(params.distill_student.student_times)
+    for (model, audio), seconds in times.items():
+        what = f"{steps} steps, CFG {cfg.diffusion.cfg_scale:g}" if model == "teacher" else f"{n_student} steps"
+        print(f"{model} ({what}) {'with codec decoding' if audio else 'latents only':>20}: {seconds:.3f} s, "
+              f"RTF {seconds / args.seconds:.4f}")
+    for audio in (False, True) if len(args.models) == 2 else ():
+        print(f"teacher / student wall-clock ratio ({'with' if audio else 'without'} codec decoding): "
+              f"{times[('teacher', audio)] / times[('student', audio)]:.1f}x")
 
 if __name__ == "__main__":
     main()

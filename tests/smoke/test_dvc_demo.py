@@ -1,6 +1,7 @@
 """`dvc repro` of the whole pipeline on the embedded demo corpus, in a fresh copy of the repository
-(codec training shortened to a few steps): every stage runs, both gates pass, every training segment
+(every training stage shortened to a few steps): every stage runs, both gates pass, every training segment
 has latents whose frame count follows the hop, and a second `dvc repro` reruns nothing."""
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +37,13 @@ def demo_repo(tmp_path_factory):
     data["train_codec"]["loop"].update(max_steps=4, checkpoint_every=2, valid_every=1000, log_every=2, batch_seconds=0.8,
                                        max_batch_items=4)
     data["train_codec"].update(crop_seconds=0.2, valid_clips=1)
+    short = dict(max_steps=4, checkpoint_every=2, valid_every=1000, log_every=2)
+    for stage in ("train_teacher", "train_asr_critic", "train_sv_critic"):
+        data[stage]["loop"].update(short)
+    data["train_teacher"].update(valid_items=2, valid_samples=1)
+    data["distill_student"]["loop"].update(max_steps=5, checkpoint_every=5, valid_every=1000, log_every=1)
+    data["distill_student"].update(valid_items=2, valid_samples=1)
+    data["evaluate"].update(max_trials=2, cv_f0_repeats=2, cv_f0_trials=1)
     (repo / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     run(["git", "init", "-q"], repo, env)  # a clone has commits; dvclive needs one to name its baseline
@@ -49,7 +57,8 @@ def test_demo_pipeline_runs_validates_and_is_idempotent(demo_repo):
     dvc = [sys.executable, "-m", "dvc"]
     first = run(dvc + ["repro"], repo, env)
     for stage in ("prepare_demo_corpus", "scan_source@0", "prepare_corpus", "resample_audio", "segment_audio",
-                  "phonemize_text", "validate_manifest", "train_codec", "encode_latents"):
+                  "phonemize_text", "validate_manifest", "train_codec", "encode_latents", "train_teacher",
+                  "train_asr_critic", "train_sv_critic", "distill_student", "evaluate"):
         assert f"Running stage '{stage}'" in first
     second = run(dvc + ["repro"], repo, env)
     assert "Running stage" not in second and "Data and pipelines are up to date" in second
@@ -67,3 +76,8 @@ def test_demo_pipeline_runs_validates_and_is_idempotent(demo_repo):
     missing = con.execute("SELECT count(*) FROM segments WHERE use_for_training AND segment_id NOT IN "
                           "(SELECT segment_id FROM latents)").fetchall()
     assert bad_frames == [(0,)] and missing == [(0,)]
+    metrics = json.loads((repo / params.evaluate.out_dir / "metrics.json").read_text())
+    for model in ("teacher", "student"):
+        assert {"wer", "sim", "rtf", "cv_f0"} <= set(metrics[model])
+        assert 0 <= metrics[model]["wer"] and metrics[model]["rtf"] > 0
+    assert metrics["trials"] == 2
