@@ -55,11 +55,20 @@ def target_frames(prompt_frames: int, prompt_phonemes: int, target_phonemes: int
     return prompt_frames + max(1, round(target_phonemes * prompt_frames / prompt_phonemes))
 
 
-@torch.no_grad()
-def teacher_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int,
-                    diffusion: DiffusionConfig, steps: Optional[int] = None, scale: Optional[float] = None,
-                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """One sentence: phonemes (nt,), normalised prompt latents (np, c) placed first -> (total_frames, c)."""
+@dataclass
+class SentenceInputs:
+    """One sentence laid out for sampling: the prompt first, then the frames to generate."""
+    prompt: torch.Tensor        # (1, n, c), zero after the prompt
+    prompt_mask: torch.Tensor   # (1, n)
+    latent_mask: torch.Tensor   # (1, n), all True
+    text: torch.Tensor          # (1, nt, d) encoded phonemes
+    text_mask: torch.Tensor     # (1, nt)
+    noise: torch.Tensor         # (1, n, c)
+
+
+def sentence_inputs(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int,
+                    generator: Optional[torch.Generator]) -> SentenceInputs:
+    """Phonemes (nt,) and normalised prompt latents (np, c) -> the sampler's inputs for `total_frames`."""
     device = next(net.parameters()).device
     n_prompt, channels = prompt.shape
     if total_frames <= n_prompt:
@@ -68,15 +77,22 @@ def teacher_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, tota
     net.check_lengths(total_frames, len(phonemes))
     prompt_full = torch.zeros(1, total_frames, channels, device=device)
     prompt_full[0, :n_prompt] = prompt.to(device)
-    prompt_mask = torch.zeros(1, total_frames, dtype=torch.bool, device=device)
-    prompt_mask[0, :n_prompt] = True
-    latent_mask = torch.ones(1, total_frames, dtype=torch.bool, device=device)
     ids = phonemes.to(device)[None]
     text, text_mask = net.encode_text(ids, torch.ones_like(ids, dtype=torch.bool))
-    v_fn = guided_v_function(net, text, text_mask, prompt_mask, latent_mask,
+    return SentenceInputs(prompt_full, (torch.arange(total_frames, device=device) < n_prompt)[None],
+                          torch.ones(1, total_frames, dtype=torch.bool, device=device), text, text_mask,
+                          torch.randn(1, total_frames, channels, generator=generator).to(device))
+
+
+@torch.no_grad()
+def teacher_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int,
+                    diffusion: DiffusionConfig, steps: Optional[int] = None, scale: Optional[float] = None,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One sentence: phonemes (nt,), normalised prompt latents (np, c) placed first -> (total_frames, c)."""
+    s = sentence_inputs(net, phonemes, prompt, total_frames, generator)
+    v_fn = guided_v_function(net, s.text, s.text_mask, s.prompt_mask, s.latent_mask,
                              diffusion.cfg_scale if scale is None else scale)
-    noise = torch.randn(1, total_frames, channels, generator=generator).to(device)
-    return sample_ddpm(v_fn, noise, prompt_full, prompt_mask, steps or diffusion.sample_steps, diffusion.shift,
+    return sample_ddpm(v_fn, s.noise, s.prompt, s.prompt_mask, steps or diffusion.sample_steps, diffusion.shift,
                        generator)[0]
 
 
@@ -86,21 +102,9 @@ def student_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, tota
     """One sentence with the distilled student, algorithm 1 over `times`: (np, c) prompt -> (total_frames, c)."""
     from dmospeech.distill import sample_student, x0_function
 
-    device = next(net.parameters()).device
-    n_prompt, channels = prompt.shape
-    if total_frames <= n_prompt:
-        raise SynthesisError(f"total length {total_frames} frames leaves nothing to generate after a "
-                             f"{n_prompt}-frame prompt")
-    net.check_lengths(total_frames, len(phonemes))
-    prompt_full = torch.zeros(1, total_frames, channels, device=device)
-    prompt_full[0, :n_prompt] = prompt.to(device)
-    prompt_mask = (torch.arange(total_frames, device=device) < n_prompt)[None]
-    latent_mask = torch.ones(1, total_frames, dtype=torch.bool, device=device)
-    ids = phonemes.to(device)[None]
-    text, text_mask = net.encode_text(ids, torch.ones_like(ids, dtype=torch.bool))
-    x0_fn = x0_function(lambda x, t: net.decode(x, t, text, text_mask, prompt_mask, latent_mask), shift)
-    noise = torch.randn(1, total_frames, channels, generator=generator).to(device)
-    return sample_student(x0_fn, noise, prompt_full, prompt_mask, times, shift, generator)[0]
+    s = sentence_inputs(net, phonemes, prompt, total_frames, generator)
+    x0_fn = x0_function(lambda x, t: net.decode(x, t, s.text, s.text_mask, s.prompt_mask, s.latent_mask), shift)
+    return sample_student(x0_fn, s.noise, s.prompt, s.prompt_mask, times, shift, generator)[0]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
