@@ -120,7 +120,7 @@ class ECAPATDNN(nn.Module):
         self.blocks = nn.ModuleList(SERes2Block(c, cfg.res2_scale, cfg.se_dim, d) for d in (2, 3, 4))
         self.aggregate = TDNNBlock(3 * c, 3 * c, 1)                             # multi-layer feature aggregation
         self.pool = AttentiveStatsPool(3 * c, cfg.attention_dim)
-        self.pool_norm = nn.BatchNorm1d(6 * c)
+        self.pool_norm = nn.LayerNorm(6 * c)  # ECAPA's BatchNorm here fails on a batch of one item
         self.embed = nn.Linear(6 * c, cfg.embedding_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

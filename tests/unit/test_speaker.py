@@ -59,6 +59,14 @@ def test_embedding_does_not_depend_on_padding():
                                atol=1e-5, rtol=1e-5)
 
 
+def test_a_batch_of_one_trains():
+    """The loader can end an epoch with a single item: a training step must still work."""
+    sv = LatentSpeakerVerifier(SV, LatentASR(ASR)).train()
+    embedding = sv(torch.randn(1, 12, 8), torch.ones(1, 12, dtype=torch.bool))
+    distillation_loss(embedding, torch.randn(1, 6))[0]["sv/loss"].backward()
+    assert all(p.grad is not None for p in sv.ecapa.parameters())
+
+
 def test_distillation_loss_is_one_minus_cosine():
     e = torch.nn.functional.normalize(torch.randn(4, 6), dim=-1)
     assert float(distillation_loss(e, 3 * e)[0]["sv/loss"]) == pytest.approx(0.0, abs=1e-6)
@@ -78,7 +86,7 @@ def test_equal_error_rate_and_metrics_on_hand_made_scores():
     speakers = ["a", "a", "b", "b", "c", "c"]
     teacher = centres[[0, 0, 1, 1, 2, 2]] + 0.05 * torch.randn(6, 6)
     trials = TrialSet([torch.zeros(1, 8)] * 6, teacher, speakers)
-    metrics = verification_metrics(teacher.clone(), trials)
+    metrics = verification_metrics(teacher.clone(), trials, torch.zeros(6))
     assert metrics["valid/eer"] == metrics["valid/teacher_eer"] == 0.0
     assert metrics["valid/pearson"] == pytest.approx(1.0) and metrics["valid/sv_loss"] == pytest.approx(0.0, abs=1e-6)
 
@@ -200,7 +208,11 @@ def test_training_run_learns_the_teacher(tmp_path):
         teacher.append(directions[speaker])
     writer.flush()
     stats = LatentStats((0.0,) * 8, (1.0,) * 8, 1, "none")
+    teacher = [t + 0.5 for t in teacher]  # a common direction, as Resemblyzer's embeddings share
     dataset = SpeakerCopyDataset(copies, torch.stack(teacher), LatentStore(tmp_path / "z"), stats, 20, 40)
+    mean = torch.stack(teacher).mean(0)
+    torch.testing.assert_close(dataset[7]["teacher"], torch.nn.functional.normalize(teacher[7] - mean, dim=0))
+    assert len(dataset[7]["latents"]) == 20  # a crop
     trials = TrialSet([dataset[i]["latents"] for i in range(12)], torch.stack(teacher[:12]),
                       [c.speaker for c in copies[:12]])
     cfg = params().train_sv_critic
