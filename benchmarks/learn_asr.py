@@ -30,13 +30,12 @@ import torch
 from dmospeech.atomic import write_text_atomic
 from dmospeech.config import load_params
 from dmospeech.data.folder_corpus import build_folder_corpus, detect_source
-from dmospeech.data.latent_text import LatentTextDataset
+from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset
 from dmospeech.data.latents import LatentStore
 from dmospeech.text import Vocabulary
 from dmospeech.train import train
 from dmospeech.trainers.asr import ASRCriticTask
 
-FRAME_RATE = 40
 
 
 def curve(report_dir: Path, first: tuple[int, float], last: tuple[int, float]) -> list[tuple[int, float]]:

@@ -27,6 +27,7 @@ import torch
 
 from dmospeech.config import load_params
 from dmospeech.data.folder_corpus import build_folder_corpus
+from dmospeech.data.latent_text import FRAME_RATE
 from dmospeech.data.latents import LatentStore
 from dmospeech.data.speaker_copies import build_speaker_copies, speaker_trials
 from dmospeech.models.asr import LatentASR
@@ -35,7 +36,6 @@ from dmospeech.speaker_teachers import build_teacher
 from dmospeech.train import train
 from dmospeech.trainers.speaker import SpeakerCopyDataset, SVCriticTask, pair_scores
 
-FRAME_RATE = 40
 
 
 def show(name: str, metrics: dict[str, float]) -> str:

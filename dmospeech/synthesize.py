@@ -16,11 +16,11 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from dmospeech.data.latent_text import FRAME_RATE  # noqa: F401 (re-exported: synthesis lengths)
 from dmospeech.config import DiffusionConfig, PhonemizeTextConfig, ResampleAudioConfig, from_dict
 from dmospeech.diffusion import VFunction, cfg, sample_ddpm
 from dmospeech.models.dit import DiT
 
-FRAME_RATE = 40  # latent frames per second (hop 1200 at 48 kHz)
 
 
 class SynthesisError(ValueError):

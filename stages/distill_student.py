@@ -4,15 +4,13 @@ from rich.console import Console
 
 from dmospeech.checkpoint import read_run_config
 from dmospeech.config import DiffusionConfig, from_dict, load_params
-from dmospeech.data.latent_text import LatentTextDataset, latent_text_items
+from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
 from dmospeech.data.latents import LatentStats, LatentStore
-from dmospeech.data.manifest import open_manifests
 from dmospeech.lineage import record_training_segments
 from dmospeech.models.asr import LatentASR
 from dmospeech.models.codec import Codec
 from dmospeech.models.dit import DiT
 from dmospeech.models.speaker import LatentSpeakerVerifier
-from dmospeech.synthesize import FRAME_RATE
 from dmospeech.train import latest_checkpoint, train
 from dmospeech.trainers.student import StudentTask
 
@@ -33,10 +31,9 @@ def main() -> None:
     asr_ckpt = checkpoint_of("train_asr_critic", params.train_asr_critic.loop.out_dir)
     sv_ckpt = checkpoint_of("train_sv_critic", params.train_sv_critic.loop.out_dir)
     teacher_run = read_run_config(teacher_ckpt)
-    con = open_manifests([*params.manifests(), params.encode_latents.manifest])
-    max_frames = int(cfg.max_seconds * FRAME_RATE)
-    train_items = latent_text_items(con, ["train"], max_frames)
-    valid_items = latent_text_items(con, ["valid", "test"], max_frames)[-cfg.valid_items:]
+    train_items, held_out = training_and_held_out([*params.manifests(), params.encode_latents.manifest],
+                                                  cfg.max_seconds, "distill_student")
+    valid_items = held_out[-cfg.valid_items:]  # the shortest held-out items
     stats = LatentStats(**teacher_run["latent_stats"])
     store = LatentStore(params.encode_latents.out_dir)
     extra = {k: teacher_run[k] for k in INHERITED} | {

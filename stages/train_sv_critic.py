@@ -6,9 +6,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from dmospeech.config import load_params
-from dmospeech.data.latent_text import latent_text_items
+from dmospeech.data.latent_text import FRAME_RATE, training_and_held_out
 from dmospeech.data.latents import LatentStats, LatentStore
-from dmospeech.data.manifest import open_manifests
 from dmospeech.data.speaker_copies import build_speaker_copies, speaker_trials
 from dmospeech.models.asr import LatentASR
 from dmospeech.models.codec import Codec
@@ -16,7 +15,6 @@ from dmospeech.speaker_teachers import build_teacher
 from dmospeech.train import latest_checkpoint, train
 from dmospeech.trainers.speaker import SpeakerCopyDataset, SVCriticTask
 
-FRAME_RATE = 40
 
 
 def main() -> None:
@@ -30,14 +28,9 @@ def main() -> None:
     if not Path(stats.codec_checkpoint).is_dir():
         raise SystemExit(f"train_sv_critic: the codec that encoded the latents ({stats.codec_checkpoint}) is gone; "
                          "rerun encode_latents")
-    con = open_manifests([*params.manifests(), params.encode_latents.manifest])
-    max_frames = int(cfg.max_seconds * FRAME_RATE)
-    train_items = latent_text_items(con, ["train"], max_frames)
-    valid_items = latent_text_items(con, ["valid", "test"], max_frames)[: cfg.valid_items]
-    con.close()
-    if not train_items or not valid_items:
-        raise SystemExit(f"train_sv_critic: {len(train_items)} training and {len(valid_items)} validation segments; "
-                         "need at least one of each (check prepare_corpus.split and encode_latents)")
+    train_items, held_out = training_and_held_out([*params.manifests(), params.encode_latents.manifest],
+                                                  cfg.max_seconds, "train_sv_critic")
+    valid_items = held_out[: cfg.valid_items]
     store, teacher = LatentStore(params.encode_latents.out_dir), build_teacher(cfg.teachers)
     codec = Codec.from_checkpoint(stats.codec_checkpoint)
     with Progress(transient=True) as progress:

@@ -4,12 +4,10 @@ from dataclasses import asdict
 from rich.console import Console
 
 from dmospeech.config import load_params
-from dmospeech.data.latent_text import LatentTextDataset, latent_text_items
+from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
 from dmospeech.data.latents import LatentStats, LatentStore
-from dmospeech.data.manifest import open_manifests
 from dmospeech.lineage import record_training_segments
 from dmospeech.models.codec import Codec
-from dmospeech.synthesize import FRAME_RATE
 from dmospeech.train import latest_checkpoint, train
 from dmospeech.trainers.teacher import TeacherTask
 
@@ -20,13 +18,9 @@ def main() -> None:
     codec_checkpoint = latest_checkpoint(params.train_codec.loop.out_dir)
     if codec_checkpoint is None:
         raise SystemExit(f"train_teacher: no codec checkpoint in {params.train_codec.loop.out_dir}")
-    con = open_manifests([*params.manifests(), params.encode_latents.manifest])
-    max_frames = int(cfg.max_seconds * FRAME_RATE)
-    train_items = latent_text_items(con, ["train"], max_frames)
-    valid_items = latent_text_items(con, ["valid", "test"], max_frames)[-cfg.valid_items:]  # shortest held-out
-    if not train_items or not valid_items:
-        raise SystemExit(f"train_teacher: {len(train_items)} training and {len(valid_items)} validation items of at "
-                         f"most {cfg.max_seconds} s with latents; need at least one of each")
+    train_items, held_out = training_and_held_out([*params.manifests(), params.encode_latents.manifest],
+                                                  cfg.max_seconds, "train_teacher")
+    valid_items = held_out[-cfg.valid_items:]  # the shortest held-out items
     store, stats = LatentStore(params.encode_latents.out_dir), LatentStats.load(params.encode_latents.stats_path)
     train_set = LatentTextDataset(train_items, store, stats, FRAME_RATE)
     valid_set = LatentTextDataset(valid_items, store, stats, FRAME_RATE)

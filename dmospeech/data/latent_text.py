@@ -22,6 +22,8 @@ from torch.utils.data import Dataset
 
 from dmospeech.data.latents import LatentStats, LatentStore, normalize
 
+FRAME_RATE = 40  # latent frames per second (codec hop 1200 at 48 kHz)
+
 LATENT_TEXT_SQL = """
     SELECT l.segment_id, s.speaker, s.split, p.phoneme_ids, l.shard, l.frame_offset, l.num_frames,
            s.audio_path, s.start_s, s.end_s, s.source_sha256
@@ -45,6 +47,24 @@ class LatentTextItem:
     start_s: float
     end_s: float
     source_sha256: str
+
+
+def training_and_held_out(manifests: Sequence[str], max_seconds: float, stage: str
+                          ) -> tuple[list[LatentTextItem], list[LatentTextItem]]:
+    """(train items, held-out valid + test items, longest first) of at most `max_seconds`, read from
+    `manifests` (the data half's plus encode_latents'). Raises ValueError naming `stage` when either
+    is empty."""
+    from dmospeech.data.manifest import open_manifests
+
+    con = open_manifests(manifests)
+    max_frames = int(max_seconds * FRAME_RATE)
+    train, held_out = latent_text_items(con, ["train"], max_frames), latent_text_items(con, ["valid", "test"], max_frames)
+    con.close()
+    if not train or not held_out:
+        raise ValueError(f"{stage}: {len(train)} training and {len(held_out)} held-out segments with latents of at "
+                         f"most {max_seconds} s; need at least one of each (check prepare_corpus.split, "
+                         f"encode_latents and {stage}.max_seconds)")
+    return train, held_out
 
 
 def latent_text_items(con, splits: Sequence[str], max_frames: int | None = None) -> list[LatentTextItem]:
