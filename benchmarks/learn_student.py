@@ -8,13 +8,16 @@ their own first 30 % (same seeds for every model):
 
 Usage: python benchmarks/learn_student.py --minutes 15 --train DIR [DIR ...] --valid DIR [DIR ...]
        --codec CKPT --teacher CKPT --asr CKPT --sv CKPT [--runs full no_ctc no_sv] [--sentences 8]
-       [--seeds 2] [--threads 2] [--out runs/learn_student] [--params params.yaml]
+       [--seeds 2] [--threads 2] [--out runs/learn_student] [--corpus DIR] [--params params.yaml]
 
-All terms start at generator step 0 here (the paper's 5k/10k delays are for 40k-step runs).
+Each run writes OUT/<run>/result.json; the comparisons also use runs that other processes wrote to the
+same OUT on the same inputs, so the runs can go one per core (say `--runs full` and `--runs no_ctc`
+with `--threads 1` side by side). All terms start at generator step 0 here (the paper's 5k/10k delays are for 40k-step runs).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -87,6 +90,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/learn_student"))
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="latent cache of the folders (default OUT/corpus; shared with learn_asr.py/learn_sv.py)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -94,9 +99,12 @@ def main() -> None:
     teacher_run = read_run_config(args.teacher)
     diffusion = from_dict(DiffusionConfig, teacher_run["diffusion"], "diffusion")
     base = params.distill_student
-    train_items, valid_items, stats = build_folder_corpus(args.train, args.valid, args.out / "corpus", args.codec,
-                                                          params, base.max_seconds)
-    store = LatentStore(args.out / "corpus")
+    corpus = args.corpus or args.out / "corpus"
+    train_items, valid_items, stats = build_folder_corpus(args.train, args.valid, corpus, args.codec, params)
+    max_frames = int(base.max_seconds * FRAME_RATE)  # one cache for every benchmark; each keeps its own length limit
+    train_items = [it for it in train_items if it.num_frames <= max_frames]
+    valid_items = [it for it in valid_items if it.num_frames <= max_frames]
+    store = LatentStore(corpus)
     train_set = LatentTextDataset(train_items, store, stats, FRAME_RATE)
     valid_set = LatentTextDataset(valid_items, store, stats, FRAME_RATE)
     codec = Codec.from_checkpoint(args.codec).eval()
@@ -113,6 +121,8 @@ def main() -> None:
     print(f"teacher 4-step DDPM vs teacher {diffusion.sample_steps}-step: mel-DTW "
           f"{audio_distance(teacher4, reference, codec, stats, n_prompts):.3f}")
     results = {}
+    inputs = {"sentences": indices, "seeds": args.seeds, "teacher": str(args.teacher.resolve()),
+              "asr": str(args.asr.resolve()), "sv": str(args.sv.resolve()), "minutes": args.minutes}
     for run in args.runs:
         weights = dict(base.loss_weights) | RUNS[run]
         loop = replace(base.loop, max_minutes=args.minutes, max_steps=10**9, checkpoint_every=10**9, valid_every=10**9,
@@ -130,10 +140,18 @@ def main() -> None:
         ctc, cosine = critic_scores(samples, valid_set, indices, args.seeds, asr, sv)
         distance = audio_distance(samples, reference, codec, stats, n_prompts)
         results[run] = (ctc, cosine)
+        (args.out / run / "result.json").write_text(json.dumps(
+            {"inputs": inputs, "ctc": ctc, "cosine": cosine, "mel_dtw": distance, "loop_steps": result.step}))
         print(f"[{run}] weights {weights}: {result.step} loop steps ({result.step // cfg.score_updates_per_generator} "
               f"generator steps) in {(time.perf_counter() - start) / 60:.1f} min; student 4-step vs teacher "
               f"{diffusion.sample_steps}-step mel-DTW {distance:.3f}; recogniser CTC loss {ctc:.3f}; verifier cosine "
               f"to prompt {cosine:.3f}")
+    for other in RUNS:  # runs made by other processes (say one run per core) on the same inputs
+        saved = args.out / other / "result.json"
+        if other not in results and saved.exists() and json.loads(saved.read_text())["inputs"] == inputs:
+            results[other] = tuple(json.loads(saved.read_text())[k] for k in ("ctc", "cosine"))
+            print(f"[{other}] from {saved}: recogniser CTC loss {results[other][0]:.3f}; verifier cosine to prompt "
+                  f"{results[other][1]:.3f}")
     if "full" in results and "no_ctc" in results:
         print(f"(b) CTC loss on student samples: lambda_CTC on {results['full'][0]:.3f} vs off {results['no_ctc'][0]:.3f}")
     if "full" in results and "no_sv" in results:

@@ -67,16 +67,21 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=6, help="training sentences regenerated for the distance")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/learn_teacher"))
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="latent cache of the folders (default OUT/corpus; shared with learn_asr.py/learn_sv.py)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     cfg = params.train_teacher
+    corpus = args.corpus or args.out / "corpus"
     for sub in ("checkpoints", "report"):
         shutil.rmtree(args.out / sub, ignore_errors=True)
-    train_items, valid_items, stats = build_folder_corpus(args.train, args.valid, args.out / "corpus", args.codec,
-                                                          params, cfg.max_seconds)
-    store = LatentStore(args.out / "corpus")
+    train_items, valid_items, stats = build_folder_corpus(args.train, args.valid, corpus, args.codec, params)
+    max_frames = int(cfg.max_seconds * FRAME_RATE)  # one cache for every benchmark; each keeps its own length limit
+    train_items = [it for it in train_items if it.num_frames <= max_frames]
+    valid_items = [it for it in valid_items if it.num_frames <= max_frames]
+    store = LatentStore(corpus)
     train_set = LatentTextDataset(train_items, store, stats, FRAME_RATE)
     valid_set = LatentTextDataset(valid_items[:: max(1, len(valid_items) // cfg.valid_items)][: cfg.valid_items],
                                   store, stats, FRAME_RATE)
