@@ -65,7 +65,7 @@ def main() -> None:
     def decoded(make_latents):
         def run() -> None:
             with torch.no_grad():
-                codec.decode(make_latents().T[None])
+                codec.decode_after(make_latents().T[None], n_prompt)  # the continuation, as Synthesizer does
         return run
 
     print(f"profile {args.profile}: DiT {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M parameters, codec "

@@ -206,8 +206,8 @@ class Synthesizer:
             raise SynthesisError(f"prompt ({n_prompt / FRAME_RATE:.1f} s) plus text is too long: {err}") from None
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         latents = self.latents(ids, prompt.latents, total, steps, generator)
-        audio = self.codec.decode(denormalize(latents, self.stats).T[None])[0, 0]
-        return audio[n_prompt * self.codec.hop_length:].numpy().astype(np.float32), self.codec.cfg.sample_rate
+        audio = self.codec.decode_after(denormalize(latents, self.stats).T[None], n_prompt)[0, 0]
+        return audio.numpy().astype(np.float32), self.codec.cfg.sample_rate
 
     def latents(self, ids: torch.Tensor, prompt: torch.Tensor, total: int, steps: Optional[int],
                 generator: Optional[torch.Generator]) -> torch.Tensor:

@@ -17,6 +17,8 @@ from torch import nn
 
 from dmospeech.config import CodecConfig, from_dict
 
+DECODE_CONTEXT_FRAMES = 16  # latent frames decoded before the first wanted one (receptive field is ~9)
+
 LOGSCALE_MIN, LOGSCALE_MAX = -12.0, 4.0
 
 
@@ -50,6 +52,14 @@ class Codec(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(b, c, n) -> (b, 1, n * hop)."""
         return self.decoder(latents)
+
+    def decode_after(self, latents: torch.Tensor, start: int, context: int = DECODE_CONTEXT_FRAMES) -> torch.Tensor:
+        """decode(latents)[..., start * hop:] without decoding the frames before `start - context`:
+        the decoder's receptive field is under `context` frames (about +-9 at the DAC kernel sizes,
+        checked in the tests), so the samples after `start` come out the same. For synthesis, where
+        the prompt's frames are conditioning and only the continuation is heard."""
+        first = max(0, start - context)
+        return self.decode(latents[..., first:])[..., (start - first) * self.hop_length:]
 
     def forward(self, audio: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
         """Reparameterised z = mean + exp(logscale) * eps (eq. 11), decoded; audio_hat cut to t."""

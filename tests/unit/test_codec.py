@@ -65,3 +65,18 @@ def test_generator_and_discriminator_losses_have_gradients(codec):
     assert codec.encoder.block[0].weight_v.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="unknown loss name"):
         CodecLoss(cfg.mel, {"mel": 1.0}, loss.gan.discriminator, 48000)
+
+
+def test_decoding_after_a_frame_matches_the_full_decode(codec):
+    torch.manual_seed(0)
+    latents = torch.randn(1, codec.cfg.latent_dim, 50)
+    with torch.no_grad():
+        full = codec.decode(latents)
+        after = codec.decode_after(latents, 30)
+        near_start = codec.decode_after(latents, 5)  # less context than the default: starts at frame 0
+    hop = codec.hop_length
+    assert after.shape[-1] == 20 * hop and near_start.shape[-1] == 45 * hop
+    assert torch.allclose(after, full[..., 30 * hop:], atol=1e-5)
+    assert torch.allclose(near_start, full[..., 5 * hop:], atol=1e-6)
+    # with too little context the samples after the cut differ: the test can tell
+    assert not torch.allclose(codec.decode_after(latents, 30, context=0), full[..., 30 * hop:], atol=1e-5)
