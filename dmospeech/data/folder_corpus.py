@@ -3,8 +3,10 @@ that take `--train DIR... --valid DIR...` instead of a DVC workspace.
 
 Each folder's layout is recognised (`detect_source`), its transcribed files are conditioned to 48 kHz
 (resample_audio settings), phonemized (phonemize_text settings) and encoded by a codec checkpoint
-(encode_latents settings) into shards below `work_dir`. The result is cached there and reused when
-the same files, codec and settings come again. Files that cannot be used are listed, not fatal.
+(encode_latents settings) into shards below `work_dir`. Each split is cached on its own, in
+`work_dir/<split>-<key>` (the key hashes the files, codec and settings), so a run with the same training
+folders and other validation folders encodes only the new validation files. Files that cannot be used
+are listed, not fatal.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from dmospeech.data.sources import SourceItem, scan_source
 from dmospeech.models.codec import Codec
 from dmospeech.text import Phonemizer, UnpronounceableText, Vocabulary, normalize_text
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def detect_source(folder: Path) -> SourceConfig:
@@ -67,10 +69,11 @@ def _clip_id(item: SourceItem) -> str:
     return f"{hashlib.sha256(str(item.path).encode()).hexdigest()[:12]}_{item.path.stem}"
 
 
-def build_split(folders: Sequence[Path], split: str, work_dir: Path, codec: Codec, codec_checkpoint: Path,
-                params: Params, max_seconds: float) -> tuple[list[LatentTextItem], LatentStats, list[str]]:
+def build_split(folders: Sequence[Path], split: str, work_dir: Path, subdir: str, codec: Codec,
+                codec_checkpoint: Path, params: Params, max_seconds: float
+                ) -> tuple[list[LatentTextItem], LatentStats, list[str]]:
     """Condition, phonemize and encode every transcribed file of `folders` as `split` items.
-    Returns (items, latent stats of this split, skipped-file messages); shards go to work_dir/split."""
+    Returns (items, latent stats of this split, skipped-file messages); shards go to work_dir/subdir."""
     vocab = Vocabulary.load(params.phonemize_text.vocab_path)
     phonemizer = Phonemizer(params.phonemize_text)
     skipped, kept = [], []
@@ -86,7 +89,7 @@ def build_split(folders: Sequence[Path], split: str, work_dir: Path, codec: Code
         if info["duration_s"] > max_seconds:
             skipped.append(f"{item.path}: {info['duration_s']:.1f} s > {max_seconds} s")
             continue
-        path = work_dir / "audio" / split / f"{_clip_id(item)}.flac"
+        path = work_dir / "audio" / subdir / f"{_clip_id(item)}.flac"
         write_audio_atomic(path, audio, params.resample_audio.sample_rate)
         kept.append((item, Clip(_clip_id(item), str(path), 0.0, info["duration_s"])))
     texts = [normalize_text(item.text) for item, _ in kept]
@@ -99,13 +102,13 @@ def build_split(folders: Sequence[Path], split: str, work_dir: Path, codec: Code
     kept = [(item, clip) for item, clip in kept if ids.get(clip.clip_id)]
     if not kept:
         raise ValueError(f"no usable transcribed audio in {[str(f) for f in folders]} ({len(skipped)} skipped)")
-    cfg = replace(params.encode_latents, stats_path=str(work_dir / split / "stats.json"))
+    cfg = replace(params.encode_latents, stats_path=str(work_dir / subdir / "stats.json"))
     sha = {clip.clip_id: hashlib.sha256(Path(item.path).read_bytes()).hexdigest() for item, clip in kept}
     table, stats = encode_segments(codec, [clip for _, clip in kept], cfg, Lineage.for_stage("folder_corpus", cfg),
-                                   work_dir / split, params.resample_audio.sample_rate,
+                                   work_dir / subdir, params.resample_audio.sample_rate,
                                    codec_checkpoint=str(codec_checkpoint), source_sha256=sha)
     rows = {r.segment_id: r for r in table.itertuples(index=False)}
-    items = [LatentTextItem(clip.clip_id, item.speaker, split, ids[clip.clip_id], f"{split}/{rows[clip.clip_id].shard}",
+    items = [LatentTextItem(clip.clip_id, item.speaker, split, ids[clip.clip_id], f"{subdir}/{rows[clip.clip_id].shard}",
                             int(rows[clip.clip_id].frame_offset), int(rows[clip.clip_id].num_frames), clip.path,
                             0.0, clip.end_s, sha[clip.clip_id]) for item, clip in kept]
     return items, stats, skipped
@@ -115,24 +118,25 @@ def build_folder_corpus(train: Sequence[Path], valid: Sequence[Path], work_dir: 
                         params: Params, max_seconds: float = 30.0
                         ) -> tuple[list[LatentTextItem], list[LatentTextItem], LatentStats]:
     """(train items, valid items, train latent stats); shards below `work_dir` (a `LatentStore` root).
-    Reuses `work_dir/corpus.json` when the inputs, codec and settings are unchanged."""
+    Each split is reused from `work_dir/<split>-<key>/items.json` when its files, the codec and the
+    settings are unchanged."""
     work_dir = Path(work_dir)
-    scanned = scan_folders([*train, *valid], tuple(params.prepare_corpus.audio_extensions))
-    key = _cache_key(scanned, codec_checkpoint, params, max_seconds)
-    index = work_dir / "corpus.json"
-    if index.exists() and json.loads(index.read_text())["key"] == key:
-        saved = json.loads(index.read_text())
-        print(f"folder corpus: reusing {index}")
-        return ([LatentTextItem(**{**it, "phoneme_ids": tuple(it["phoneme_ids"])}) for it in saved["train"]],
-                [LatentTextItem(**{**it, "phoneme_ids": tuple(it["phoneme_ids"])}) for it in saved["valid"]],
-                LatentStats.load(work_dir / "train" / "stats.json"))
-    codec = Codec.from_checkpoint(codec_checkpoint).eval()
-    train_items, stats, skipped_train = build_split(train, "train", work_dir, codec, codec_checkpoint, params,
-                                                    max_seconds)
-    valid_items, _, skipped_valid = build_split(valid, "valid", work_dir, codec, codec_checkpoint, params, max_seconds)
-    for line in skipped_train + skipped_valid:
-        print(f"skipped {line}")
-    write_text_atomic(index, json.dumps({"key": key, "train": [asdict(it) for it in train_items],
-                                         "valid": [asdict(it) for it in valid_items]}))
-    print(f"folder corpus: {len(train_items)} train and {len(valid_items)} valid items in {work_dir}")
-    return train_items, valid_items, stats
+    codec, splits = None, {}
+    for split, folders in (("train", train), ("valid", valid)):
+        scanned = scan_folders(folders, tuple(params.prepare_corpus.audio_extensions))
+        subdir = f"{split}-{_cache_key(scanned, codec_checkpoint, params, max_seconds)}"
+        index = work_dir / subdir / "items.json"
+        if index.exists():
+            print(f"folder corpus: reusing {index}")
+            items = [LatentTextItem(**{**it, "phoneme_ids": tuple(it["phoneme_ids"])})
+                     for it in json.loads(index.read_text())]
+        else:
+            codec = codec or Codec.from_checkpoint(codec_checkpoint).eval()
+            items, _, skipped = build_split(folders, split, work_dir, subdir, codec, codec_checkpoint, params,
+                                            max_seconds)
+            for line in skipped:
+                print(f"skipped {line}")
+            write_text_atomic(index, json.dumps([asdict(it) for it in items]))
+            print(f"folder corpus: {len(items)} {split} items in {work_dir / subdir}")
+        splits[split] = (items, LatentStats.load(work_dir / subdir / "stats.json"))
+    return splits["train"][0], splits["valid"][0], splits["train"][1]

@@ -1,0 +1,41 @@
+"""The benchmarks' folder corpus: layouts are recognised and each split is cached on its own."""
+from dataclasses import asdict, replace
+
+import torch
+
+from dmospeech.checkpoint import save_checkpoint
+from dmospeech.data.folder_corpus import build_folder_corpus, detect_source
+from dmospeech.models.codec import Codec
+from tests.helpers import params, voiced, write
+
+TEXTS = ["the cat sat on the mat", "a dog ran home", "she reads a book", "we walk to the park"]
+
+
+def sidecar_folder(root, name, n, seed):
+    for i in range(n):
+        write(root / name / f"{name}_{i}.wav", voiced(1.0 + 0.2 * i, seed=seed + i, f0=120 + 20 * i))
+        (root / name / f"{name}_{i}.txt").write_text(TEXTS[i % len(TEXTS)])
+    return root / name
+
+
+def test_a_new_validation_folder_encodes_only_the_validation_split(tmp_path, capsys):
+    p = params()
+    torch.manual_seed(0)
+    cfg = replace(p.train_codec.model, encoder_dim=4, decoder_dim=16)
+    codec_dir = save_checkpoint(tmp_path / "codec", 1, {"codec.ema": Codec(cfg).state_dict()}, {"step": 1},
+                                {"task": "codec", "model": asdict(cfg)}, 0)
+    train = sidecar_folder(tmp_path, "alice", 3, 0)
+    first, second = sidecar_folder(tmp_path, "bob", 2, 10), sidecar_folder(tmp_path, "carol", 1, 20)
+    assert detect_source(train).kind == "sidecar"
+    work = tmp_path / "corpus"
+
+    train_items, valid_items, stats = build_folder_corpus([train], [first], work, codec_dir, p)
+    assert [len(train_items), len(valid_items)] == [3, 2] and {it.speaker for it in valid_items} == {"bob"}
+    capsys.readouterr()
+    again_train, other_valid, again_stats = build_folder_corpus([train], [second], work, codec_dir, p)
+    out = capsys.readouterr().out
+    assert out.count("reusing") == 1 and "1 valid items" in out  # train reused, only carol encoded
+    assert again_train == train_items and again_stats == stats
+    assert [it.speaker for it in other_valid] == ["carol"]
+    _, back, _ = build_folder_corpus([train], [first], work, codec_dir, p)
+    assert back == valid_items and capsys.readouterr().out.count("reusing") == 2
