@@ -61,7 +61,12 @@ def check_plan(params: Params, order: list[str]) -> int:
         raise ValueError(f"params retrain names stages {missing} that dvc.yaml does not define (stages: {order})")
     for stage in cfg.models:
         _stage_out_dir(params, stage)
-    return order.index(cfg.data_until)
+    split = order.index(cfg.data_until)
+    unnamed = [s for s in order[split + 1:] if hasattr(getattr(params, s, None), "loop") and s not in cfg.models]
+    if unnamed:  # found before any work: otherwise the stage fails after the data half, refusing to resume
+        raise ValueError(f"params retrain.models must name every training stage after {cfg.data_until!r} with "
+                         f"resume or retrain; missing: {unnamed}")
+    return split
 
 
 def _resample_outputs(root: Path, params: Params) -> set[str]:
