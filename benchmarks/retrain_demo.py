@@ -115,6 +115,7 @@ def main() -> None:
 
     from dmospeech.config import load_params
     from dmospeech.data.datasets import validated_segments
+    from dmospeech.data.latent_text import training_and_held_out
     from dmospeech.data.manifest import open_manifests
     from dmospeech.lineage_audit import artifacts_using, model_lineage
 
@@ -126,12 +127,24 @@ def main() -> None:
 
     params = load_params(work / "params.yaml")
     audit = model_lineage(params, candidate, work)
+    # The stage's own selection from the manifests: every validated train segment for the codec; for the
+    # latent models, those with latents of at most <stage>.max_seconds (the longer ones are counted apart).
     with open_manifests([work / m for m in params.manifests()]) as con:
-        manifest_ids = sorted(validated_segments(con, ["train"]).segment_id)
+        validated = sorted(validated_segments(con, ["train"]).segment_id)
+    limit = getattr(getattr(params, audit["stage"]), "max_seconds", None) if audit["stage"] != "train_codec" else None
+    if limit is None:
+        manifest_ids, selection = validated, "validated train segments"
+    else:
+        used, _ = training_and_held_out([work / m for m in [*params.manifests(), params.encode_latents.manifest]],
+                                        limit, audit["stage"])
+        manifest_ids = sorted(it.segment_id for it in used)
+        selection = (f"validated train segments with latents of at most {limit} s ({len(validated) - len(manifest_ids)}"
+                     " longer)")
+    with open_manifests([work / m for m in params.manifests()]) as con:
         splits = dict(con.execute("SELECT speaker, any_value(split) FROM source_files GROUP BY 1").fetchall())
     lineage_ids = [s["segment_id"] for s in audit["segments"]]
     print(f"\n[4] candidate of run 2 {audit['checkpoint']}: {len(lineage_ids)} training segments from lineage, "
-          f"{len(manifest_ids)} validated train segments in the manifest, identical: {lineage_ids == manifest_ids}; "
+          f"{len(manifest_ids)} {selection} in the manifests, identical: {lineage_ids == manifest_ids}; "
           f"{len(audit['source_files'])} source files, dvc.lock stages {list(audit['dvc_lock'])}")
     one = artifacts_using(params, work, source=str(new[0]))
     print(f"[4] {new[0].name} (split {splits.get(new[0].parent.name)}): "

@@ -1,9 +1,12 @@
 """Stage train_asr_critic: the latent CTC phoneme recogniser (appendix C.3) on the cached latents."""
+from pathlib import Path
+
 from rich.console import Console
 
 from dmospeech.config import load_params
 from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
 from dmospeech.data.latents import LatentStats, LatentStore
+from dmospeech.lineage import record_training_segments
 from dmospeech.text import Vocabulary
 from dmospeech.train import train
 from dmospeech.trainers.asr import ASRCriticTask
@@ -17,9 +20,14 @@ def main() -> None:
                                                   cfg.max_seconds, "train_asr_critic")
     valid_items = held_out[: cfg.valid_items]
     store, stats = LatentStore(params.encode_latents.out_dir), LatentStats.load(params.encode_latents.stats_path)
+    if not Path(stats.codec_checkpoint).is_dir():
+        raise SystemExit(f"train_asr_critic: the codec that encoded the latents ({stats.codec_checkpoint}) is gone; "
+                         "rerun encode_latents (the lineage record names it)")
     task = ASRCriticTask(cfg, LatentTextDataset(train_items, store, stats, FRAME_RATE),
                          LatentTextDataset(valid_items, store, stats, FRAME_RATE),
                          Vocabulary.load(params.phonemize_text.vocab_path).symbols, cfg.loop.report_dir)
+    record_training_segments(cfg.loop.out_dir, [it.segment_id for it in train_items], params.manifests(),
+                             "train_asr_critic", upstream=[stats.codec_checkpoint])
     result = train(task, cfg.loop, task.run_config())
     final = task.validate(result.step)  # the examples this stage declares, whatever valid_every is
     Console().print(f"[bold]train_asr_critic[/]: {result}\nphone error rate (EMA, {len(valid_items)} held-out "

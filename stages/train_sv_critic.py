@@ -8,6 +8,7 @@ from rich.progress import Progress
 from dmospeech.config import load_params
 from dmospeech.data.latent_text import FRAME_RATE, training_and_held_out
 from dmospeech.data.latents import LatentStats, LatentStore
+from dmospeech.lineage import record_training_segments
 from dmospeech.data.speaker_copies import build_speaker_copies, speaker_trials
 from dmospeech.models.asr import LatentASR
 from dmospeech.models.codec import Codec
@@ -43,6 +44,9 @@ def main() -> None:
                                  int(cfg.crop_seconds * FRAME_RATE), FRAME_RATE)
     asr = LatentASR.from_checkpoint(asr_checkpoint)
     task = SVCriticTask(cfg, dataset, trials, asr.cfg, str(asr_checkpoint), teacher.identity)
+    # The copies are pitch-shifted versions of these segments: the verifier learned from their speakers.
+    record_training_segments(cfg.loop.out_dir, [it.segment_id for it in train_items], params.manifests(),
+                             "train_sv_critic", upstream=[asr_checkpoint, stats.codec_checkpoint])
     result = train(task, cfg.loop, task.run_config())
     final = task.validate(result.step)
     shown = ", ".join(f"{k.split('/')[1]} {v:.3f}" for k, v in final.items())
