@@ -112,6 +112,10 @@ def main() -> None:
     work = args.work.resolve()
     copy_project(work, args.corpus, args.until, args.metric, args.steps)
     os.chdir(work)
+    # The copy's own code runs (flows, stages and the audits below), not the checkout's that the
+    # editable install points to: editing the checkout during a run cannot change it.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(work), *filter(None, [os.environ.get("PYTHONPATH")])])
+    sys.path.insert(0, str(work))
 
     from dmospeech.config import load_params
     from dmospeech.data.datasets import validated_segments
