@@ -8,11 +8,15 @@ their own first 30 % (same seeds for every model):
 
 Usage: python benchmarks/learn_student.py --minutes 15 --train DIR [DIR ...] --valid DIR [DIR ...]
        --codec CKPT --teacher CKPT --asr CKPT --sv CKPT [--runs full no_ctc no_sv] [--sentences 8]
-       [--seeds 2] [--threads 2] [--out runs/learn_student] [--corpus DIR] [--params params.yaml]
+       [--seeds 2] [--threads 2] [--out runs/learn_student] [--corpus DIR] [--weight TERM=VALUE ...] [--floor]
+       [--params params.yaml]
 
 Each run writes OUT/<run>/result.json; the comparisons also use runs that other processes wrote to the
 same OUT on the same inputs, so the runs can go one per core (say `--runs full` and `--runs no_ctc`
 with `--threads 1` side by side). All terms start at generator step 0 here (the paper's 5k/10k delays are for 40k-step runs).
+Each run prints the mean gradient norm every weighted term gives G's output: section 3.4 sets each
+lambda so that its term's norm is comparable to DMD's, and `--weight ctc=...` applies that rule to
+critics of another strength than the paper's (a weak recogniser's gradient is orders of magnitude smaller).
 """
 from __future__ import annotations
 
@@ -43,14 +47,23 @@ from dmospeech.trainers.student import PROMPT_FRACTION, StudentTask, speaker_cos
 RUNS = {"full": {}, "no_ctc": {"ctc": 0.0}, "no_sv": {"sv": 0.0}}
 
 
-def sentence_latents(sampler, data: LatentTextDataset, indices, seeds) -> list[torch.Tensor]:
+def sentence_latents(sampler, data: LatentTextDataset, indices, seeds, seed_offset: int = 0) -> list[torch.Tensor]:
     out = []
     for i in indices:
         truth = data.latents(i)
         n_prompt = max(1, int(PROMPT_FRACTION * len(truth)))
         for seed in range(seeds):
             out.append(sampler(torch.tensor(data.items[i].phoneme_ids), truth[:n_prompt], len(truth),
-                               torch.Generator().manual_seed(1000 * i + seed)))
+                               torch.Generator().manual_seed(1000 * i + seed + seed_offset)))
+    return out
+
+
+def grad_norms(report_dir: Path) -> dict[str, float]:
+    """Mean of the logged grad_norm_x0/<term> curves of a run (dvclive's tsv files)."""
+    out = {}
+    for path in sorted((report_dir / "dvclive" / "plots" / "metrics" / "grad_norm_x0").glob("*.tsv")):
+        values = np.loadtxt(path, delimiter="\t", skiprows=1, usecols=-1, ndmin=1)
+        out[path.stem] = float(np.mean(values)) if len(values) else float("nan")
     return out
 
 
@@ -92,6 +105,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/learn_student"))
     parser.add_argument("--corpus", type=Path, default=None,
                         help="latent cache of the folders (default OUT/corpus; shared with learn_asr.py/learn_sv.py)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also print the distance between two seeds of the teacher's own 128-step samples")
+    parser.add_argument("--weight", action="append", default=[], metavar="TERM=VALUE",
+                        help="set a loss weight of every run before its ablation, e.g. ctc=1000 (distill_student.loss_weights)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -99,6 +116,14 @@ def main() -> None:
     teacher_run = read_run_config(args.teacher)
     diffusion = from_dict(DiffusionConfig, teacher_run["diffusion"], "diffusion")
     base = params.distill_student
+    try:
+        chosen = {k: float(v) for k, v in (w.split("=", 1) for w in args.weight)}
+    except ValueError:
+        parser.error(f"--weight takes TERM=VALUE (say ctc=1000), got {args.weight}")
+    unknown = set(chosen) - set(base.loss_weights)
+    if unknown:
+        parser.error(f"--weight: unknown term(s) {sorted(unknown)}; known: {sorted(base.loss_weights)}")
+    base = replace(base, loss_weights=dict(base.loss_weights) | chosen)
     corpus = args.corpus or args.out / "corpus"
     train_items, valid_items, stats = build_folder_corpus(args.train, args.valid, corpus, args.codec, params)
     max_frames = int(base.max_seconds * FRAME_RATE)  # one cache for every benchmark; each keeps its own length limit
@@ -120,9 +145,14 @@ def main() -> None:
           f"sentences x {args.seeds} seeds; teacher {args.teacher}")
     print(f"teacher 4-step DDPM vs teacher {diffusion.sample_steps}-step: mel-DTW "
           f"{audio_distance(teacher4, reference, codec, stats, n_prompts):.3f}")
+    if args.floor:   # two renditions of the teacher itself: the distance a sampler of the same distribution gets
+        again = sentence_latents(teacher_steps(diffusion.sample_steps), valid_set, indices, args.seeds, seed_offset=500)
+        print(f"teacher {diffusion.sample_steps}-step, other seeds vs teacher {diffusion.sample_steps}-step: mel-DTW "
+              f"{audio_distance(again, reference, codec, stats, n_prompts):.3f}")
     results = {}
     inputs = {"sentences": indices, "seeds": args.seeds, "teacher": str(args.teacher.resolve()),
-              "asr": str(args.asr.resolve()), "sv": str(args.sv.resolve()), "minutes": args.minutes}
+              "asr": str(args.asr.resolve()), "sv": str(args.sv.resolve()), "minutes": args.minutes,
+              "weights": dict(base.loss_weights)}
     for run in args.runs:
         weights = dict(base.loss_weights) | RUNS[run]
         loop = replace(base.loop, max_minutes=args.minutes, max_steps=10**9, checkpoint_every=10**9, valid_every=10**9,
@@ -146,6 +176,9 @@ def main() -> None:
               f"generator steps) in {(time.perf_counter() - start) / 60:.1f} min; student 4-step vs teacher "
               f"{diffusion.sample_steps}-step mel-DTW {distance:.3f}; recogniser CTC loss {ctc:.3f}; verifier cosine "
               f"to prompt {cosine:.3f}")
+        norms = grad_norms(args.out / run / "report")
+        print(f"[{run}] mean gradient norm each weighted term gives G's output (section 3.4): "
+              + ", ".join(f"{k} {v:.3g}" for k, v in norms.items()))
     for other in RUNS:  # runs made by other processes (say one run per core) on the same inputs
         saved = args.out / other / "result.json"
         if other not in results and saved.exists() and json.loads(saved.read_text())["inputs"] == inputs:
