@@ -135,6 +135,7 @@ def main() -> None:
     # latent models, those with latents of at most <stage>.max_seconds (the longer ones are counted apart).
     with open_manifests([work / m for m in params.manifests()]) as con:
         validated = sorted(validated_segments(con, ["train"]).segment_id)
+        splits = dict(con.execute("SELECT speaker, any_value(split) FROM source_files GROUP BY 1").fetchall())
     limit = getattr(getattr(params, audit["stage"]), "max_seconds", None) if audit["stage"] != "train_codec" else None
     if limit is None:
         manifest_ids, selection = validated, "validated train segments"
@@ -144,8 +145,6 @@ def main() -> None:
         manifest_ids = sorted(it.segment_id for it in used)
         selection = (f"validated train segments with latents of at most {limit} s ({len(validated) - len(manifest_ids)}"
                      " longer)")
-    with open_manifests([work / m for m in params.manifests()]) as con:
-        splits = dict(con.execute("SELECT speaker, any_value(split) FROM source_files GROUP BY 1").fetchall())
     lineage_ids = [s["segment_id"] for s in audit["segments"]]
     print(f"\n[4] candidate of run 2 {audit['checkpoint']}: {len(lineage_ids)} training segments from lineage, "
           f"{len(manifest_ids)} {selection} in the manifests, identical: {lineage_ids == manifest_ids}; "

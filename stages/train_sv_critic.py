@@ -8,8 +8,8 @@ from rich.progress import Progress
 from dmospeech.config import load_params
 from dmospeech.data.latent_text import FRAME_RATE, training_and_held_out
 from dmospeech.data.latents import LatentStats, LatentStore
-from dmospeech.lineage import record_training_segments
 from dmospeech.data.speaker_copies import build_speaker_copies, speaker_trials
+from dmospeech.lineage import record_training_segments
 from dmospeech.models.asr import LatentASR
 from dmospeech.models.codec import Codec
 from dmospeech.speaker_teachers import build_teacher
