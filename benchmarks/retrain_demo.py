@@ -136,7 +136,7 @@ def main() -> None:
     with open_manifests([work / m for m in params.manifests()]) as con:
         validated = sorted(validated_segments(con, ["train"]).segment_id)
         splits = dict(con.execute("SELECT speaker, any_value(split) FROM source_files GROUP BY 1").fetchall())
-    limit = getattr(getattr(params, audit["stage"]), "max_seconds", None) if audit["stage"] != "train_codec" else None
+    limit = getattr(getattr(params, audit["stage"]), "max_seconds", None)   # the codec has none
     if limit is None:
         manifest_ids, selection = validated, "validated train segments"
     else:
