@@ -4,7 +4,7 @@ greedy decoding on the held-out `--valid` recordings at step 0 and at the end (E
 
 Usage: python benchmarks/learn_asr.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
        [--valid DIR ...] --codec CKPT [--steps N] [--threads 1] [--out runs/learn_asr] [--corpus DIR]
-       [--params params.yaml]
+       [--params params.yaml] [--distill-weight W]
 
 Folders of any layout `dmospeech.data.folder_corpus` recognises (LibriSpeech, LJ Speech, sidecar
 .txt, manifest.csv) are conditioned, phonemized and encoded by the codec checkpoint once (cached in
@@ -15,6 +15,9 @@ length (the run still stops at --minutes); without it the learning rate stays at
 warmup. Writes OUT/per_curve.tsv
 (step, phone error rate), the dvclive curves in OUT/report and reference/hypothesis examples in
 OUT/report/examples.txt; the final checkpoint is in OUT/checkpoints (input of learn_sv.py --asr).
+With train_asr_critic.distill.weight > 0 (or --distill-weight), the Whisper encoder states of the
+training segments are computed once before the budget starts (cached in CORPUS/whisper_states) and
+the time they took is printed apart.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from dmospeech.config import load_params
 from dmospeech.data.folder_corpus import build_folder_corpus, detect_source
 from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset
 from dmospeech.data.latents import LatentStore
+from dmospeech.data.whisper_states import whisper_encoder_states
 from dmospeech.text import Vocabulary
 from dmospeech.train import train
 from dmospeech.trainers.asr import ASRCriticTask
@@ -59,6 +63,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/learn_asr"))
     parser.add_argument("--corpus", type=Path, default=None, help="latent cache of the folders (default OUT/corpus)")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--distill-weight", type=float, default=None,
+                        help="train_asr_critic.distill.weight for this run (0: CTC only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
@@ -75,12 +81,22 @@ def main() -> None:
                    checkpoint_every=10**9, valid_every=args.valid_every, log_every=20,
                    out_dir=str(args.out / "checkpoints"), report_dir=str(args.out / "report"))
     cfg = replace(params.train_asr_critic, loop=loop)
+    if args.distill_weight is not None:
+        cfg = replace(cfg, distill=replace(cfg.distill, weight=args.distill_weight))
+    encoder_states = None
+    if cfg.distill.weight > 0:
+        started = time.perf_counter()
+        encoder_states = whisper_encoder_states(train_items, cfg.distill.whisper_model, corpus / "whisper_states",
+                                                threads=args.threads)
+        print(f"whisper {cfg.distill.whisper_model} encoder states of {len(train_items)} segments ready in "
+              f"{(time.perf_counter() - started) / 60:.1f} min (outside the training budget)")
     store = LatentStore(corpus)
     task = ASRCriticTask(cfg, LatentTextDataset(train_items, store, stats, FRAME_RATE),
                          LatentTextDataset(valid_items, store, stats, FRAME_RATE),
-                         Vocabulary.load(params.phonemize_text.vocab_path).symbols, loop.report_dir)
+                         Vocabulary.load(params.phonemize_text.vocab_path).symbols, loop.report_dir, encoder_states)
     print(f"train: {len(train_items)} segments, {sum(task.durations) / 60:.1f} min; valid: {len(valid_items)} "
-          f"segments, {sum(it.num_frames for it in valid_items) / FRAME_RATE / 60:.1f} min; threads {args.threads}")
+          f"segments, {sum(it.num_frames for it in valid_items) / FRAME_RATE / 60:.1f} min; threads {args.threads}; "
+          f"distill weight {cfg.distill.weight}")
     torch.manual_seed(loop.seed)
     task.parts()
     before = task.evaluate(task._part.module)

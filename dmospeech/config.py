@@ -246,6 +246,8 @@ class LatentASRConfig:
     conv_kernel: int          # depthwise convolution of each conformer block (odd)
     dropout: float
     vocab_size: int           # IPA vocabulary; its pad id 0 ("_", never in a target) is the CTC blank
+    distill_dim: int = 0      # > 0: a linear head on block `distill_block` predicts Whisper states of this width
+    distill_block: int = 0    # 1-based block whose output the head reads (train_asr_critic.distill)
 
 
 @dataclass(frozen=True)
@@ -259,6 +261,17 @@ class LatentMaskingConfig:
 
 
 @dataclass(frozen=True)
+class ASRDistillConfig:
+    """Auxiliary loss of the tiny CPU profile: the recogniser's `model.distill_block` output predicts
+    an offline faster-whisper model's encoder states (dmospeech.data.whisper_states). weight 0: off
+    (the paper profile), and no Whisper model is loaded."""
+    weight: float = 0.0
+    whisper_model: str = "base"   # "base", "tiny.en" (both ship in pip packages) or a CTranslate2 folder
+    cache_dir: str = "data/asr_whisper_states"
+    threads: int = 1              # CTranslate2 threads while the states are computed
+
+
+@dataclass(frozen=True)
 class TrainASRCriticConfig:
     model: LatentASRConfig
     masking: LatentMaskingConfig
@@ -266,6 +279,7 @@ class TrainASRCriticConfig:
     valid_items: int          # held-out segments of the phone error rate
     optimizer: OptimizerConfig
     loop: TrainLoopConfig
+    distill: ASRDistillConfig = ASRDistillConfig()
 
 
 @dataclass(frozen=True)

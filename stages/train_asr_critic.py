@@ -1,4 +1,5 @@
 """Stage train_asr_critic: the latent CTC phoneme recogniser (appendix C.3) on the cached latents."""
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -6,6 +7,7 @@ from rich.console import Console
 from dmospeech.config import load_params
 from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
 from dmospeech.data.latents import LatentStats, LatentStore
+from dmospeech.data.whisper_states import whisper_encoder_states
 from dmospeech.lineage import record_training_segments
 from dmospeech.text import Vocabulary
 from dmospeech.train import train
@@ -23,9 +25,18 @@ def main() -> None:
     if not Path(stats.codec_checkpoint).is_dir():
         raise SystemExit(f"train_asr_critic: the codec that encoded the latents ({stats.codec_checkpoint}) is gone; "
                          "rerun encode_latents (the lineage record names it)")
+    Path(cfg.distill.cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output, empty when distillation is off
+    encoder_states = None
+    if cfg.distill.weight > 0:
+        started = time.perf_counter()
+        encoder_states = whisper_encoder_states(train_items, cfg.distill.whisper_model, cfg.distill.cache_dir,
+                                                threads=cfg.distill.threads)
+        Console().print(f"train_asr_critic: Whisper {cfg.distill.whisper_model} encoder states of {len(train_items)} "
+                        f"segments in {time.perf_counter() - started:.1f} s ({cfg.distill.cache_dir})")
     task = ASRCriticTask(cfg, LatentTextDataset(train_items, store, stats, FRAME_RATE),
                          LatentTextDataset(valid_items, store, stats, FRAME_RATE),
-                         Vocabulary.load(params.phonemize_text.vocab_path).symbols, cfg.loop.report_dir)
+                         Vocabulary.load(params.phonemize_text.vocab_path).symbols, cfg.loop.report_dir,
+                         encoder_states)
     record_training_segments(cfg.loop.out_dir, [it.segment_id for it in train_items], params.manifests(),
                              "train_asr_critic", upstream=[stats.codec_checkpoint])
     result = train(task, cfg.loop, task.run_config())

@@ -16,6 +16,7 @@ outputs do not depend on what it is batched with.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -118,14 +119,20 @@ class ConformerBlock(nn.Module):
 
 
 class LatentASR(nn.Module):
-    """Latents (b, n, c) normalised + latent_mask (b, n) -> {"logits": (b, n, V), "hidden": (b, n, d)}."""
+    """Latents (b, n, c) normalised + latent_mask (b, n) -> {"logits": (b, n, V), "hidden": (b, n, d)},
+    plus "distill": (b, n, distill_dim) when `cfg.distill_dim` > 0 (the auxiliary head's prediction
+    of Whisper encoder states from block `cfg.distill_block`, used only in training)."""
 
     def __init__(self, cfg: LatentASRConfig):
         super().__init__()
+        if cfg.distill_dim < 0 or (cfg.distill_dim and not 1 <= cfg.distill_block <= cfg.layers):
+            raise ValueError(f"LatentASRConfig: distill_block {cfg.distill_block} must name one of the {cfg.layers} "
+                             f"blocks (1-based) when distill_dim ({cfg.distill_dim}) > 0")
         self.cfg = cfg
         self.input = nn.Sequential(nn.Linear(cfg.latent_dim, cfg.dim), nn.Dropout(cfg.dropout))
         self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.layers))
         self.head = nn.Linear(cfg.dim, cfg.vocab_size)
+        self.distill_head = nn.Linear(cfg.dim, cfg.distill_dim) if cfg.distill_dim else None
 
     def block_outputs(self, latents: torch.Tensor, latent_mask: torch.Tensor) -> list[torch.Tensor]:
         """Every conformer block's output, each (b, n, d), zero on padded frames."""
@@ -145,8 +152,18 @@ class LatentASR(nn.Module):
         return outputs
 
     def forward(self, latents: torch.Tensor, latent_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        hidden = self.block_outputs(latents, latent_mask)[-1]
-        return {"logits": self.head(hidden), "hidden": hidden}
+        outputs = self.block_outputs(latents, latent_mask)
+        out = {"logits": self.head(outputs[-1]), "hidden": outputs[-1]}
+        if self.distill_head is not None:
+            out["distill"] = self.distill_head(outputs[self.cfg.distill_block - 1])
+        return out
+
+    def without_distill_head(self) -> "LatentASR":
+        """This recogniser without its training-only Whisper-state head (the speaker verifier's
+        feature extractor has no use for it); its config says distill_dim 0."""
+        self.distill_head = None
+        self.cfg = replace(self.cfg, distill_dim=0, distill_block=0)
+        return self
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path) -> "LatentASR":
@@ -196,6 +213,20 @@ def ctc_loss(logits: torch.Tensor, latent_mask: torch.Tensor, phonemes: torch.Te
     per_item = per_item / target_lengths.clamp(min=1)
     loss = torch.where(possible, per_item, torch.zeros_like(per_item)).sum() / possible.sum().clamp(min=1)
     return {"ctc/loss": loss}, {"ctc/loss": float(loss.detach()), "ctc/impossible": float((~possible).sum())}
+
+
+def distill_loss(predicted: torch.Tensor, target: torch.Tensor, latent_mask: torch.Tensor
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """DistilHuBERT's layer-prediction loss (Chang et al., 2022, eq. 1) per real frame,
+    (1/d)·|h - y|_1 - log sigmoid(cos(h, y)), averaged over the real frames of the batch; `predicted`
+    and `target` are (b, n, d). Returns ({"distill/loss"}, {"distill/loss", "distill/cosine"})."""
+    if predicted.shape != target.shape:
+        raise ValueError(f"distill_loss: prediction {tuple(predicted.shape)} and target {tuple(target.shape)} differ")
+    mask = latent_mask.bool()
+    h, y = predicted.float()[mask], target.float()[mask]                           # (frames, d)
+    cosine = F.cosine_similarity(h, y, dim=-1)
+    loss = ((h - y).abs().mean(-1) - F.logsigmoid(cosine)).mean()
+    return {"distill/loss": loss}, {"distill/loss": float(loss.detach()), "distill/cosine": float(cosine.detach().mean())}
 
 
 def greedy_decode(logits: torch.Tensor, latent_mask: torch.Tensor) -> list[list[int]]:

@@ -1,6 +1,8 @@
 """Training task of the latent CTC recogniser (appendix C.3) for the shared loop: CTC (eq. 29) on
-SpecAugment-masked normalised latents; validation by the phone error rate of greedy decoding with
-the EMA weights on held-out segments, plus reference/hypothesis examples in the report folder.
+SpecAugment-masked normalised latents, plus (tiny CPU profile, `distill.weight` > 0) the auxiliary
+loss of one block's prediction of Whisper encoder states (dmospeech.data.whisper_states); validation
+by the phone error rate of greedy decoding with the EMA weights on held-out segments, plus
+reference/hypothesis examples in the report folder.
 
 Shapes: b batch, n latent frames (40 Hz), c latent channels, nt phonemes.
 """
@@ -8,14 +10,16 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from dmospeech.atomic import write_text_atomic
 from dmospeech.config import LatentMaskingConfig, TrainASRCriticConfig
-from dmospeech.data.latent_text import LatentTextDataset, collate_latent_text
-from dmospeech.models.asr import TASK, LatentASR, ctc_loss, ctc_min_frames, greedy_decode, phone_error_rate
+from dmospeech.data.latent_text import LatentTextDataset, collate_latent_text, pad_stack
+from dmospeech.data.whisper_states import states_at_latent_rate
+from dmospeech.models.asr import (TASK, LatentASR, ctc_loss, ctc_min_frames, distill_loss, greedy_decode,
+                                  phone_error_rate)
 from dmospeech.train import Part
 
 VALID_BATCH = 8
@@ -54,7 +58,10 @@ class ASRCriticTask:
     """Task protocol of dmospeech.train for `LatentASR`."""
 
     def __init__(self, cfg: TrainASRCriticConfig, train: LatentTextDataset, valid: LatentTextDataset,
-                 symbols: Sequence[str], report_dir: str | Path):
+                 symbols: Sequence[str], report_dir: str | Path,
+                 encoder_states: Mapping[str, torch.Tensor] | None = None):
+        """`encoder_states`: segment_id -> (m, d) Whisper states of every training segment
+        (`whisper_encoder_states`), required when cfg.distill.weight > 0."""
         if len(symbols) != cfg.model.vocab_size:
             raise ValueError(f"train_asr_critic.model.vocab_size is {cfg.model.vocab_size} but the IPA vocabulary "
                              f"has {len(symbols)} symbols: set it to {len(symbols)}")
@@ -67,19 +74,40 @@ class ASRCriticTask:
             if impossible:
                 print(f"train_asr_critic: {len(impossible)} {name} segment(s) have more phonemes than CTC can align "
                       f"to their frames; they count in ctc/impossible and add no loss: {impossible[:5]}")
+        if cfg.distill.weight > 0:
+            if not cfg.model.distill_dim:
+                raise ValueError("train_asr_critic.distill.weight > 0 needs model.distill_dim (the Whisper width) and "
+                                 "model.distill_block")
+            if encoder_states is None:
+                raise ValueError("ASRCriticTask: distill.weight > 0 but no Whisper encoder states were given")
+            missing = [it.segment_id for it in train.items if it.segment_id not in encoder_states]
+            if missing:
+                raise ValueError(f"ASRCriticTask: no Whisper encoder states for {len(missing)} training segments "
+                                 f"(e.g. {missing[:3]})")
+            width = int(next(iter(encoder_states.values())).shape[-1])
+            if width != cfg.model.distill_dim:
+                raise ValueError(f"train_asr_critic.model.distill_dim is {cfg.model.distill_dim} but Whisper "
+                                 f"{cfg.distill.whisper_model!r} states are {width} wide: set it to {width}")
+        self.encoder_states = encoder_states if cfg.distill.weight > 0 else None
         self.cfg, self.valid, self.symbols = cfg, valid, list(symbols)
         self.dataset, self.durations = train, train.durations
         self.report_dir = Path(report_dir)
         self._part: Part | None = None
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        return collate_latent_text([{**it, "latents": mask_latents(it["latents"], self.cfg.masking)} for it in items])
+        batch = collate_latent_text([{**it, "latents": mask_latents(it["latents"], self.cfg.masking)} for it in items])
+        if self.encoder_states is not None:  # targets of the unmasked frames too (masked prediction)
+            targets = [states_at_latent_rate(self.encoder_states[self.dataset.items[int(it["index"])].segment_id],
+                                             len(it["latents"])) for it in items]
+            batch["encoder_states"] = pad_stack(targets)[0]
+        return batch
 
     def run_config(self) -> dict:
         """Saved with every checkpoint: `model` rebuilds the recogniser (`LatentASR.from_checkpoint`);
         the rest is what changes the training maths, so a resume with other values is refused."""
         loop = asdict(self.cfg.loop)
         return {"task": TASK, "model": asdict(self.cfg.model), "masking": asdict(self.cfg.masking),
+                "distill": {"weight": self.cfg.distill.weight, "whisper_model": self.cfg.distill.whisper_model},
                 "max_seconds": self.cfg.max_seconds, "optimizer": asdict(self.cfg.optimizer),
                 "loop": {k: loop[k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}}
 
@@ -89,10 +117,15 @@ class ASRCriticTask:
         return [self._part]
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int, update) -> dict[str, float]:
-        """CTC loss of eq. 29 on one batch."""
+        """CTC loss of eq. 29 on one batch, plus distill.weight x the Whisper-state loss."""
         out = self._part.model(batch["latents"], batch["latent_mask"])
         losses, logs = ctc_loss(out["logits"], batch["latent_mask"], batch["phonemes"], batch["phoneme_mask"])
-        return logs | {"loss/total": logs["ctc/loss"]} | update("asr", losses["ctc/loss"])
+        total = losses["ctc/loss"]
+        if self.encoder_states is not None:
+            distill, distill_logs = distill_loss(out["distill"], batch["encoder_states"], batch["latent_mask"])
+            total = total + self.cfg.distill.weight * distill["distill/loss"]
+            logs |= distill_logs
+        return logs | {"loss/total": float(total.detach())} | update("asr", total)
 
     def validate(self, step: int) -> dict[str, float]:
         """Phone error rate and CTC loss of the EMA weights on the held-out segments."""

@@ -14,7 +14,7 @@ Shapes: b batch, n latent frames (40 Hz), c latent channels, e embedding size.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -123,6 +123,7 @@ class SVCriticTask:
             raise ValueError(f"train_sv_critic.model.embedding_dim is {cfg.model.embedding_dim} but the teacher "
                              f"({teacher_identity}) gives {train.teacher.shape[-1]}-d embeddings: set it to "
                              f"{train.teacher.shape[-1]}")
+        asr_model = replace(asr_model, distill_dim=0, distill_block=0)   # the feature extractor drops that head
         self.cfg, self.trials, self.asr_model, self.asr_checkpoint = cfg, trials, asr_model, asr_checkpoint
         self.teacher_identity = teacher_identity
         self.dataset, self.durations = train, train.durations
@@ -144,7 +145,7 @@ class SVCriticTask:
     def parts(self) -> list[Part]:
         if self._part is None:
             if self.asr_checkpoint is not None:
-                features = LatentASR.from_checkpoint(self.asr_checkpoint).requires_grad_(True)
+                features = LatentASR.from_checkpoint(self.asr_checkpoint).without_distill_head().requires_grad_(True)
             else:
                 features = LatentASR(self.asr_model)
             self._part = Part("sv", LatentSpeakerVerifier(self.cfg.model, features), self.cfg.optimizer, ema=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,8 +13,9 @@ from dmospeech.checkpoint import save_checkpoint
 from dmospeech.config import LatentASRConfig, LatentMaskingConfig
 from dmospeech.data.latent_text import LatentTextDataset, LatentTextItem, collate_latent_text
 from dmospeech.data.latents import LatentStats, LatentStore, ShardWriter
-from dmospeech.models.asr import (BLANK, LatentASR, ctc_loss, ctc_min_frames, edit_distance, greedy_decode,
-                                  phone_error_rate)
+from dmospeech.data.whisper_states import STATE_HOP, WINDOW, WhisperEncoder, states_at_latent_rate
+from dmospeech.models.asr import (BLANK, LatentASR, ctc_loss, ctc_min_frames, distill_loss, edit_distance,
+                                  greedy_decode, phone_error_rate)
 from dmospeech.train import train
 from dmospeech.trainers.asr import ASRCriticTask, mask_latents
 from tests.helpers import params
@@ -163,7 +165,7 @@ def test_training_run_learns_and_checkpoint_rebuilds_the_recogniser(tmp_path):
                    ema_decay=0.9, out_dir=str(tmp_path / "ckpt"), report_dir=str(tmp_path / "report"))
     cfg = replace(cfg, model=replace(TINY, dim=32, ff_dim=64), loop=loop,
                   optimizer=replace(cfg.optimizer, lr=3e-3, warmup_steps=5),
-                  masking=replace(cfg.masking, time_masks=0, channel_masks=0))
+                  masking=replace(cfg.masking, time_masks=0, channel_masks=0), distill=replace(cfg.distill, weight=0.0))
     task = ASRCriticTask(cfg, fabricated_dataset(tmp_path / "tr", 24, 0), fabricated_dataset(tmp_path / "va", 8, 1),
                          [f"p{i}" for i in range(12)], loop.report_dir)
     task.parts()
@@ -173,3 +175,151 @@ def test_training_run_learns_and_checkpoint_rebuilds_the_recogniser(tmp_path):
     assert after["valid/ctc_loss"] < 0.5 * before["valid/ctc_loss"]
     assert after["valid/per"] < 0.5 < before["valid/per"]
     assert "REF" in (tmp_path / "report" / "examples.txt").read_text()
+
+
+# ----------------------------------------------------------------------------- Whisper-state distillation
+def test_distill_loss_prefers_the_target_and_ignores_padding():
+    torch.manual_seed(4)
+    target = torch.randn(2, 10, 6)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+    exact, logs = distill_loss(target.clone(), target, mask)
+    # DistilHuBERT: (1/d)|h - y|_1 - log sigmoid(cos): the L1 part vanishes, cos = 1
+    assert float(exact["distill/loss"]) == pytest.approx(-torch.nn.functional.logsigmoid(torch.tensor(1.0)).item())
+    assert logs["distill/cosine"] == pytest.approx(1.0)
+    garbage = target.clone()
+    garbage[1, 7:] = 100.0  # padded frames
+    assert float(distill_loss(garbage, target, mask)[0]["distill/loss"]) == pytest.approx(float(exact["distill/loss"]))
+    predicted = torch.randn(2, 10, 6, requires_grad=True)
+    loss = distill_loss(predicted, target, mask)[0]["distill/loss"]
+    assert float(loss.detach()) > float(exact["distill/loss"]) + 0.5
+    loss.backward()
+    assert predicted.grad[1, 7:].abs().sum() == 0 and predicted.grad[0].abs().sum() > 0
+
+
+def test_distill_head_reads_its_block_and_survives_the_checkpoint(tmp_path):
+    cfg = replace(TINY, distill_dim=5, distill_block=1)
+    original, path = saved_asr(tmp_path, cfg)
+    latents, mask = torch.randn(1, 9, 8), torch.ones(1, 9, dtype=torch.bool)
+    out = LatentASR.from_checkpoint(path)(latents, mask)
+    assert out["distill"].shape == (1, 9, 5)
+    first_block = original.block_outputs(latents, mask)[0]
+    torch.testing.assert_close(out["distill"], original.distill_head(first_block))
+    assert "distill" not in LatentASR(TINY)(latents, mask)
+    with pytest.raises(ValueError, match="distill_block 3"):
+        LatentASR(replace(TINY, distill_dim=5, distill_block=3))
+
+
+def fake_encoder(dim: int = 3) -> WhisperEncoder:
+    """A WhisperEncoder whose 'states' are per-frame statistics of the samples in each 20-ms frame,
+    so piecing and slicing can be checked exactly without loading a model."""
+    encoder = WhisperEncoder.__new__(WhisperEncoder)
+    encoder.pieces = []
+
+    def encode_piece(audio):
+        assert len(audio) <= WINDOW
+        encoder.pieces.append(len(audio))
+        frames = -(-len(audio) // STATE_HOP)
+        padded = np.zeros(frames * STATE_HOP, np.float32)
+        padded[: len(audio)] = audio
+        frames = padded.reshape(-1, STATE_HOP)
+        return np.stack([frames.mean(1), frames.max(1), frames.min(1)][:dim], axis=1)
+    encoder._encode_piece = encode_piece
+    return encoder
+
+
+def test_long_clips_are_encoded_in_30_second_pieces():
+    rng = np.random.default_rng(0)
+    lengths = [16000 * 12, 16000 * 3 + 5, 16000 * 70 + 17]
+    clips = [rng.standard_normal(n).astype(np.float32) + i for i, n in enumerate(lengths)]
+    encoder = fake_encoder()
+    states = encoder.encode(clips)
+    for clip, got in zip(clips, states):
+        frames = -(-len(clip) // STATE_HOP)
+        padded = np.zeros(frames * STATE_HOP, np.float32)
+        padded[: len(clip)] = clip
+        assert got.shape == (frames, 3)
+        np.testing.assert_allclose(got[:, 0], padded.reshape(frames, STATE_HOP).mean(1), atol=1e-5)
+    assert encoder.pieces == [16000 * 12, 16000 * 3 + 5, WINDOW, WINDOW, 16000 * 10 + 17]
+
+
+def test_encoder_states_are_cached_by_segments_and_model(tmp_path, monkeypatch):
+    import dmospeech.data.whisper_states as ws
+    import soundfile as sf
+
+    audio = np.random.default_rng(1).standard_normal(48000 * 2).astype(np.float32) * 0.1
+    sf.write(tmp_path / "a.wav", audio, 48000)
+    items = [LatentTextItem(f"seg{i}", "spk", "train", (1,), "", 0, 40, str(tmp_path / "a.wav"), 0.5 * i, 0.5 * i + 1,
+                            "sha") for i in range(2)]
+    built = []
+    monkeypatch.setattr(ws, "encoder_identity", lambda name: f"fake {name}")
+    monkeypatch.setattr(ws, "WhisperEncoder", lambda name, threads: built.append(name) or fake_encoder())
+    first = ws.whisper_encoder_states(items, "m1", tmp_path / "cache")
+    assert sorted(first) == ["seg0", "seg1"] and first["seg0"].shape == (50, 3) and first["seg0"].dtype == torch.float16
+    again = ws.whisper_encoder_states(items, "m1", tmp_path / "cache")
+    assert built == ["m1"] and all(torch.equal(first[k], again[k]) for k in first)
+    ws.whisper_encoder_states(items[:1], "m1", tmp_path / "cache")
+    ws.whisper_encoder_states(items[:1], "m2", tmp_path / "cache")
+    assert built == ["m1", "m1", "m2"]
+    assert not list((tmp_path / "cache").glob(".*tmp*"))
+
+
+def test_states_at_latent_rate_follow_time():
+    ramp = torch.arange(50.0)[:, None].repeat(1, 2)          # 1 s at 50 Hz, value = frame index
+    out = states_at_latent_rate(ramp, 40)
+    assert out.shape == (40, 2)
+    centres_in_states = (torch.arange(40) + 0.5) * 50 / 40 - 0.5   # each latent frame's centre
+    torch.testing.assert_close(out[1:-1, 0], centres_in_states[1:-1])
+
+
+def test_task_with_distillation_adds_targets_and_learns_them(tmp_path):
+    torch.set_num_threads(1)
+    cfg = params().train_asr_critic
+    loop = replace(cfg.loop, max_steps=40, checkpoint_every=40, valid_every=0, log_every=10, batch_seconds=8.0,
+                   out_dir=str(tmp_path / "ckpt"), report_dir=str(tmp_path / "report"))
+    cfg = replace(cfg, model=replace(TINY, dim=32, ff_dim=64, distill_dim=4, distill_block=1), loop=loop,
+                  optimizer=replace(cfg.optimizer, lr=3e-3, warmup_steps=5),
+                  masking=replace(cfg.masking, time_masks=0, channel_masks=0), distill=replace(cfg.distill, weight=1.0))
+    train_set, valid_set = fabricated_dataset(tmp_path / "tr", 16, 0), fabricated_dataset(tmp_path / "va", 4, 1)
+    gen = torch.Generator().manual_seed(5)
+    states = {it.segment_id: torch.randn(4)[None].repeat(22, 1) + torch.randn(22, 4, generator=gen) * 0.1
+              for it in train_set.items}                       # 22 frames at 50 Hz = 18 latent frames
+    symbols = [f"p{i}" for i in range(12)]
+    with pytest.raises(ValueError, match="no Whisper encoder states for 1"):
+        ASRCriticTask(cfg, train_set, valid_set, symbols, loop.report_dir, dict(list(states.items())[1:]))
+    with pytest.raises(ValueError, match="distill_dim is 4 but"):
+        ASRCriticTask(cfg, train_set, valid_set, symbols, loop.report_dir, {k: v[:, :3] for k, v in states.items()})
+    task = ASRCriticTask(cfg, train_set, valid_set, symbols, loop.report_dir, states)
+    batch = task.collate([train_set[0], train_set[3]])
+    assert batch["encoder_states"].shape == (2, 18, 4)
+    torch.testing.assert_close(batch["encoder_states"][1], states_at_latent_rate(states[train_set.items[3].segment_id], 18))
+    task.parts()
+    first = task.train_step(batch, 0, lambda name, loss: {})
+    result = train(task, loop, task.run_config())
+    assert result.metrics["distill/loss"] < first["distill/loss"] - 0.3
+    assert first["loss/total"] == pytest.approx(first["ctc/loss"] + first["distill/loss"], rel=1e-5)
+
+
+def test_whisper_states_without_padding_match_the_padded_window(dev_corpus):
+    """The packaged Whisper base really encodes speech (no download); encoding a clip without
+    Whisper's padding to 30 s leaves its states close to those of the padded window, and far from
+    the states of silence."""
+    import ctranslate2
+    import soundfile as sf
+    import soxr
+
+    audio, sr = sf.read(dev_corpus / "librispeech" / "7800" / "283478" / "7800-283478-0000.flac", dtype="float32")
+    clip = soxr.resample(audio, sr, 16000).astype(np.float32)[: 16000 * 8]
+    encoder = WhisperEncoder("base", threads=1)
+    states = encoder.encode([clip])[0]
+    frames = -(-len(clip) // STATE_HOP)
+    assert states.shape == (frames, 512)
+    window = np.zeros((80, 3000), np.float32)
+    features = encoder.model.feature_extractor(clip)
+    window[:, : features.shape[1]] = features[:, :3000]
+    padded = np.asarray(encoder.model.model.encode(ctranslate2.StorageView.from_array(window[None]), to_cpu=True))[0]
+
+    def cosine(a, b):
+        return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).mean())
+    assert cosine(states, padded[:frames]) > 0.9
+    assert cosine(states, encoder.encode([np.zeros_like(clip)])[0]) < 0.6
