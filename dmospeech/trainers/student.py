@@ -179,7 +179,8 @@ class StudentTask:
         terms["ctc"], logs = ctc["ctc/loss"], logs | ctc_logs
         cosines, usable = speaker_cosine(self.sv, x0, generated, prompt_mask)
         terms["sv"] = (1 - cosines).mean() if len(cosines) else x0.sum() * 0.0
-        logs["sv/cosine"] = float(cosines.detach().mean()) if len(cosines) else float("nan")
+        if len(cosines):  # no key (rather than a NaN that would spoil the logged mean) when no item is usable
+            logs["sv/cosine"] = float(cosines.detach().mean())
         return terms, logs
 
     def validate(self, step: int) -> dict[str, float]:
