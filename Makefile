@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 APT_PACKAGES := espeak-ng ffmpeg libsox-dev sox pocketsphinx-testdata
 DMOSPEECH_DEV_CORPUS ?= $(abspath $(wildcard ../shared/corpora/dev))
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15
 
 export OMP_WAIT_POLICY := PASSIVE
 export PYANNOTE_METRICS_ENABLED := 0

@@ -1,8 +1,11 @@
 """Does DMD2 distillation work on real speech? From a trained teacher and critics, distils students on
 CPU (distill_student params, `--minutes` per run) and prints, on held-out sentences continued from
 their own first 30 % (same seeds for every model):
-  (a) mel-DTW distance of 4-step student samples to the teacher's 128-step samples, next to the
-      distance of the teacher's own 4-step DDPM samples to them;
+  (a) distance of 4-step student samples to the teacher's 128-step samples, next to the distance of
+      the teacher's own 4-step DDPM samples to them: the mean mel-DTW distance of paired samples (same
+      sentence, prompt and seed), and the Frechet distance between the log-mel frame distributions of
+      all samples (the samplers draw different renditions, so a distribution distance is the one DMD
+      optimises); --floor adds both distances for the teacher's own 128-step samples with other seeds;
   (b) the recogniser's CTC loss on student samples with lambda_CTC on vs off (ablation run);
   (c) the verifier's cosine between student samples and their prompt with lambda_SV on vs off.
 
@@ -30,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dmospeech.atomic import write_text_atomic
 from dmospeech.checkpoint import read_run_config
 from dmospeech.config import DiffusionConfig, from_dict, load_params
 from dmospeech.data.folder_corpus import build_folder_corpus
 from dmospeech.data.latent_text import LatentTextDataset
 from dmospeech.data.latents import LatentStore, denormalize
-from dmospeech.metrics import mel_dtw_distance
+from dmospeech.metrics import frechet_distance, log_mel, mel_dtw_distance
 from dmospeech.models.asr import LatentASR, ctc_loss
 from dmospeech.models.codec import Codec
 from dmospeech.models.dit import DiT
@@ -83,12 +87,19 @@ def critic_scores(latents, data, indices, seeds, asr, sv) -> tuple[float, float]
     return float(np.mean(ctc)), float(np.mean(cosines))
 
 
-def audio_distance(a, b, codec: Codec, stats, n_prompts) -> float:
-    hop, rate = codec.hop_length, codec.cfg.sample_rate
+def generated_audio(latents, codec: Codec, stats, n_prompts) -> list[np.ndarray]:
+    """Each sample decoded by the codec, without its prompt."""
+    hop = codec.hop_length
     with torch.no_grad():
-        wav = lambda z: codec.decode(denormalize(z, stats).T[None])[0, 0].numpy()  # noqa: E731
-        return float(np.mean([mel_dtw_distance(wav(x)[n * hop:], wav(y)[n * hop:], rate)
-                              for x, y, n in zip(a, b, n_prompts)]))
+        return [codec.decode(denormalize(z, stats).T[None])[0, 0].numpy()[n * hop:] for z, n in zip(latents, n_prompts)]
+
+
+def distances(audio, reference, rate: int) -> tuple[float, float]:
+    """(mean paired mel-DTW distance, Fréchet distance between the log-mel frame distributions) of
+    generated audio to the reference renditions of the same sentences and seeds."""
+    dtw = float(np.mean([mel_dtw_distance(x, y, rate) for x, y in zip(audio, reference)]))
+    frames = lambda clips: np.concatenate([log_mel(c, rate) for c in clips])  # noqa: E731
+    return dtw, frechet_distance(frames(audio), frames(reference))
 
 
 def main() -> None:
@@ -139,16 +150,20 @@ def main() -> None:
     n_prompts = [max(1, int(PROMPT_FRACTION * valid_set.items[i].num_frames)) for i in indices for _ in range(args.seeds)]
     teacher_steps = lambda steps: (lambda ph, pr, n, g: teacher_latents(teacher, ph, pr, n, diffusion, steps,  # noqa
                                                                            generator=g))
-    reference = sentence_latents(teacher_steps(diffusion.sample_steps), valid_set, indices, args.seeds)
-    teacher4 = sentence_latents(teacher_steps(4), valid_set, indices, args.seeds)
+    rate = codec.cfg.sample_rate
+    reference = generated_audio(sentence_latents(teacher_steps(diffusion.sample_steps), valid_set, indices, args.seeds),
+                                codec, stats, n_prompts)
+    teacher4 = generated_audio(sentence_latents(teacher_steps(4), valid_set, indices, args.seeds), codec, stats, n_prompts)
     print(f"train: {len(train_set)} segments ({sum(train_set.durations) / 60:.1f} min); {len(indices)} held-out "
           f"sentences x {args.seeds} seeds; teacher {args.teacher}")
-    print(f"teacher 4-step DDPM vs teacher {diffusion.sample_steps}-step: mel-DTW "
-          f"{audio_distance(teacher4, reference, codec, stats, n_prompts):.3f}")
+    print("distances to the teacher's {}-step samples: mel-DTW (paired, same sentence and seed) and Frechet "
+          "distance of the log-mel frame distributions".format(diffusion.sample_steps))
+    print("teacher 4-step DDPM: mel-DTW {:.3f}, Frechet {:.3f}".format(*distances(teacher4, reference, rate)))
     if args.floor:   # two renditions of the teacher itself: the distance a sampler of the same distribution gets
-        again = sentence_latents(teacher_steps(diffusion.sample_steps), valid_set, indices, args.seeds, seed_offset=500)
-        print(f"teacher {diffusion.sample_steps}-step, other seeds vs teacher {diffusion.sample_steps}-step: mel-DTW "
-              f"{audio_distance(again, reference, codec, stats, n_prompts):.3f}")
+        again = generated_audio(sentence_latents(teacher_steps(diffusion.sample_steps), valid_set, indices, args.seeds,
+                                                 seed_offset=500), codec, stats, n_prompts)
+        print("teacher {}-step, other seeds (floor): mel-DTW {:.3f}, Frechet {:.3f}".format(
+            diffusion.sample_steps, *distances(again, reference, rate)))
     results = {}
     inputs = {"sentences": indices, "seeds": args.seeds, "teacher": str(args.teacher.resolve()),
               "asr": str(args.asr.resolve()), "sv": str(args.sv.resolve()), "minutes": args.minutes,
@@ -168,14 +183,15 @@ def main() -> None:
         samples = sentence_latents(lambda ph, pr, n, g: student_latents(student, ph, pr, n, cfg.student_times,
                                                                        diffusion.shift, g), valid_set, indices, args.seeds)
         ctc, cosine = critic_scores(samples, valid_set, indices, args.seeds, asr, sv)
-        distance = audio_distance(samples, reference, codec, stats, n_prompts)
+        dtw, frechet = distances(generated_audio(samples, codec, stats, n_prompts), reference, rate)
         results[run] = (ctc, cosine)
-        (args.out / run / "result.json").write_text(json.dumps(
-            {"inputs": inputs, "ctc": ctc, "cosine": cosine, "mel_dtw": distance, "loop_steps": result.step}))
+        write_text_atomic(args.out / run / "result.json", json.dumps(
+            {"inputs": inputs, "ctc": ctc, "cosine": cosine, "mel_dtw": dtw, "frechet": frechet,
+             "loop_steps": result.step}))
         print(f"[{run}] weights {weights}: {result.step} loop steps ({result.step // cfg.score_updates_per_generator} "
               f"generator steps) in {(time.perf_counter() - start) / 60:.1f} min; student 4-step vs teacher "
-              f"{diffusion.sample_steps}-step mel-DTW {distance:.3f}; recogniser CTC loss {ctc:.3f}; verifier cosine "
-              f"to prompt {cosine:.3f}")
+              f"{diffusion.sample_steps}-step: mel-DTW {dtw:.3f}, Frechet {frechet:.3f}; recogniser CTC loss {ctc:.3f}; "
+              f"verifier cosine to prompt {cosine:.3f}")
         norms = grad_norms(args.out / run / "report")
         print(f"[{run}] mean gradient norm each weighted term gives G's output (section 3.4): "
               + ", ".join(f"{k} {v:.3g}" for k, v in norms.items()))

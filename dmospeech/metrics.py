@@ -28,3 +28,17 @@ def mel_dtw_distance(a: np.ndarray, b: np.ndarray, sample_rate: int) -> float:
     x, y = log_mel(a, sample_rate), log_mel(b, sample_rate)
     cost, path = librosa.sequence.dtw(X=x.T, Y=y.T, metric="euclidean")
     return float(cost[-1, -1] / len(path))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of frames (rows), as FID/FAD use it:
+    |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). It compares distributions, not pairs, so it
+    suits samplers that draw different (equally valid) renditions of the same sentence."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"frechet_distance: need two (frames >= 2, d) arrays of one width, got {a.shape} and {b.shape}")
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    values, vectors = np.linalg.eigh(cov_a)
+    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ cov_b @ root_a), 0, None)).sum()  # Tr (S_a S_b)^(1/2)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * cross)
