@@ -44,6 +44,19 @@ def mask_latents(latents: torch.Tensor, cfg: LatentMaskingConfig) -> torch.Tenso
     return z
 
 
+def channel_stats(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (d,) over every frame of `states` (each (m, d)). The
+    distillation targets are standardised with them: Whisper's residual stream has a few channels
+    about 8x wider than the median one, which would otherwise dominate both the L1 and the cosine."""
+    count, total, squares = 0, 0.0, 0.0
+    for s in states:
+        s = s.double()
+        count, total, squares = count + len(s), total + s.sum(0), squares + (s * s).sum(0)
+    mean = total / count
+    std = (squares / count - mean * mean).clamp(min=1e-8).sqrt()
+    return mean.float(), std.float().clamp(min=1e-3)
+
+
 def impossible_items(dataset: LatentTextDataset) -> list[str]:
     """Segment ids whose phonemes need more CTC frames than the segment has latent frames."""
     out = []
@@ -89,6 +102,8 @@ class ASRCriticTask:
                 raise ValueError(f"train_asr_critic.model.distill_dim is {cfg.model.distill_dim} but Whisper "
                                  f"{cfg.distill.whisper_model!r} states are {width} wide: set it to {width}")
         self.encoder_states = encoder_states if cfg.distill.weight > 0 else None
+        if self.encoder_states is not None:
+            self.state_mean, self.state_std = channel_stats([encoder_states[it.segment_id] for it in train.items])
         self.cfg, self.valid, self.symbols = cfg, valid, list(symbols)
         self.dataset, self.durations = train, train.durations
         self.report_dir = Path(report_dir)
@@ -99,7 +114,7 @@ class ASRCriticTask:
         if self.encoder_states is not None:  # targets of the unmasked frames too (masked prediction)
             targets = [states_at_latent_rate(self.encoder_states[self.dataset.items[int(it["index"])].segment_id],
                                              len(it["latents"])) for it in items]
-            batch["encoder_states"] = pad_stack(targets)[0]
+            batch["encoder_states"] = (pad_stack(targets)[0] - self.state_mean) / self.state_std
         return batch
 
     def run_config(self) -> dict:
