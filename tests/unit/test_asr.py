@@ -281,9 +281,11 @@ def test_task_with_distillation_adds_targets_and_learns_them(tmp_path):
                   optimizer=replace(cfg.optimizer, lr=3e-3, warmup_steps=5),
                   masking=replace(cfg.masking, time_masks=0, channel_masks=0), distill=replace(cfg.distill, weight=1.0))
     train_set, valid_set = fabricated_dataset(tmp_path / "tr", 16, 0), fabricated_dataset(tmp_path / "va", 4, 1)
-    gen = torch.Generator().manual_seed(5)
-    states = {it.segment_id: torch.randn(4)[None].repeat(22, 1) + torch.randn(22, 4, generator=gen) * 0.1
-              for it in train_set.items}                       # 22 frames at 50 Hz = 18 latent frames
+    torch.manual_seed(5)
+    table = torch.randn(12, 4)                                 # each phoneme's 'Whisper state'
+    at_50hz = (torch.arange(22) * 40 // 50).clamp(max=17)      # 22 frames at 50 Hz = 18 latent frames
+    states = {it.segment_id: table[torch.tensor(it.phoneme_ids).repeat_interleave(3)[at_50hz]]
+              for it in train_set.items}
     symbols = [f"p{i}" for i in range(12)]
     with pytest.raises(ValueError, match="no Whisper encoder states for 1"):
         ASRCriticTask(cfg, train_set, valid_set, symbols, loop.report_dir, dict(list(states.items())[1:]))
