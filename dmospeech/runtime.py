@@ -6,11 +6,32 @@ import os
 import random
 import signal
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+
+T = TypeVar("T")
+CACHE_WAIT_S = 6 * 3600  # how long ranks > 0 of a torchrun wait for rank 0 to write a shared cache
+
+
+def cached_by_rank_zero(load: Callable[[], Optional[T]], what: str, timeout_s: float = CACHE_WAIT_S) -> Optional[T]:
+    """A cache that rank 0 of a torchrun builds: on rank 0 (or without torchrun), `load()` as it is,
+    None meaning "build it now"; on the other ranks, `load()` every 5 s until rank 0 has written it
+    (TimeoutError naming `what` after `timeout_s`)."""
+    import time
+
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        return load()
+    deadline = time.monotonic() + timeout_s
+    while (found := load()) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {rank}: rank 0 did not write {what} within {timeout_s:.0f} s")
+        time.sleep(5)
+    return found
 
 
 def start_process_group() -> bool:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -34,10 +33,10 @@ from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.latent_text import LatentTextItem
 from dmospeech.data.latents import LatentStats, LatentStore, ShardWriter, encode_audio, normalize
 from dmospeech.models.codec import Codec
+from dmospeech.runtime import cached_by_rank_zero
 from dmospeech.speaker_teachers import SpeakerTeacher, pitch_shift
 
 CACHE_VERSION = 1
-WAIT_S = 6 * 3600  # how long ranks > 0 of a torchrun wait for rank 0 to write the cache
 
 
 @dataclass(frozen=True)
@@ -84,14 +83,7 @@ def build_speaker_copies(items: Sequence[LatentTextItem], store: LatentStore, co
                          "included; list only the shifts")
     cache_dir = Path(cache_dir)
     key = copies_key(items, semitones, codec_checkpoint, teacher.identity)
-    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun rank 0 builds, the others wait for it
-        deadline = time.monotonic() + WAIT_S
-        while (found := _load(cache_dir, key)) is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"rank {os.environ['RANK']}: no speaker copies with key {key} in {cache_dir}")
-            time.sleep(5)
-        return found
-    found = _load(cache_dir, key)
+    found = cached_by_rank_zero(lambda: _load(cache_dir, key), f"speaker copies with key {key} in {cache_dir}")
     if found is not None:
         return found
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import time
 from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -35,12 +34,12 @@ from safetensors.torch import save
 from dmospeech.audio import read_region
 from dmospeech.data.latent_text import LatentTextItem
 from dmospeech.data.whisper_models import resolve_whisper_model
+from dmospeech.runtime import cached_by_rank_zero
 
 CACHE_VERSION = 2
 WHISPER_RATE = 16000
 STATE_HOP = 320                       # samples per encoder state (50 Hz)
 WINDOW = 30 * WHISPER_RATE            # Whisper's input window
-WAIT_S = 6 * 3600                     # how long ranks > 0 of a torchrun wait for rank 0's cache
 CACHE_FILE = "encoder_states.safetensors"
 
 
@@ -122,14 +121,7 @@ def whisper_encoder_states(items: Sequence[LatentTextItem], model: str, cache_di
     path = cache_dir / CACHE_FILE
     identity = encoder_identity(model)
     key = states_key(items, identity)
-    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun rank 0 builds, the others wait for it
-        deadline = time.monotonic() + WAIT_S
-        while (found := _load(path, key)) is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"rank {os.environ['RANK']}: no whisper states with key {key} in {cache_dir}")
-            time.sleep(5)
-        return found
-    found = _load(path, key)
+    found = cached_by_rank_zero(lambda: _load(path, key), f"Whisper states with key {key} in {cache_dir}")
     if found is not None:
         return found
     states = WhisperEncoder(model, threads).encode([segment_audio_16k(it) for it in items], progress)
