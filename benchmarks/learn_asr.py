@@ -4,7 +4,7 @@ greedy decoding on the held-out `--valid` recordings at step 0 and at the end (E
 
 Usage: python benchmarks/learn_asr.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
        [--valid DIR ...] --codec CKPT [--steps N] [--threads 1] [--out runs/learn_asr] [--corpus DIR]
-       [--params params.yaml] [--distill-weight W]
+       [--params params.yaml] [--distill-weight W] [--posterior-weight W]
 
 Folders of any layout `dmospeech.data.folder_corpus` recognises (LibriSpeech, LJ Speech, sidecar
 .txt, manifest.csv) are conditioned, phonemized and encoded by the codec checkpoint once (cached in
@@ -15,9 +15,12 @@ length (the run still stops at --minutes); without it the learning rate stays at
 warmup. Writes OUT/per_curve.tsv
 (step, phone error rate), the dvclive curves in OUT/report and reference/hypothesis examples in
 OUT/report/examples.txt; the final checkpoint is in OUT/checkpoints (input of learn_sv.py --asr).
-With train_asr_critic.distill.weight > 0 (or --distill-weight), the Whisper encoder states of the
-training segments are computed once before the budget starts (cached in CORPUS/whisper_states) and
-the time they took is printed apart.
+With train_asr_critic.distill.weight or posterior_weight > 0 (or --distill-weight, --posterior-weight),
+the Whisper encoder states of the training segments are computed once before the budget starts
+(cached in CORPUS/whisper_states, like the codec latents) and the time they took is printed apart.
+With posterior_weight > 0, fitting the Whisper phone head (dmospeech.models.whisper_phones) is
+training and comes out of the budget; its own phone error rate on the held-out segments' Whisper
+states is printed as the ceiling of what the latent recogniser is distilled toward.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from dmospeech.data.folder_corpus import build_folder_corpus, detect_source
 from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset
 from dmospeech.data.latents import LatentStore
 from dmospeech.data.whisper_states import whisper_encoder_states
+from dmospeech.models.whisper_phones import head_phone_error_rate
 from dmospeech.text import Vocabulary
 from dmospeech.train import train
 from dmospeech.trainers.asr import ASRCriticTask
@@ -64,7 +68,9 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=None, help="latent cache of the folders (default OUT/corpus)")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--distill-weight", type=float, default=None,
-                        help="train_asr_critic.distill.weight for this run (0: CTC only)")
+                        help="train_asr_critic.distill.weight for this run (0: no Whisper-state prediction)")
+    parser.add_argument("--posterior-weight", type=float, default=None,
+                        help="train_asr_critic.distill.posterior_weight for this run (0: no phone-posterior KL)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
@@ -83,20 +89,34 @@ def main() -> None:
     cfg = replace(params.train_asr_critic, loop=loop)
     if args.distill_weight is not None:
         cfg = replace(cfg, distill=replace(cfg.distill, weight=args.distill_weight))
+    if args.posterior_weight is not None:
+        cfg = replace(cfg, distill=replace(cfg.distill, posterior_weight=args.posterior_weight))
     encoder_states = None
-    if cfg.distill.weight > 0:
+    if cfg.distill.uses_whisper:
         started = time.perf_counter()
         encoder_states = whisper_encoder_states(train_items, cfg.distill.whisper_model, corpus / "whisper_states",
                                                 threads=args.threads)
         print(f"whisper {cfg.distill.whisper_model} encoder states of {len(train_items)} segments ready in "
               f"{(time.perf_counter() - started) / 60:.1f} min (outside the training budget)")
     store = LatentStore(corpus)
+    started = time.perf_counter()
     task = ASRCriticTask(cfg, LatentTextDataset(train_items, store, stats, FRAME_RATE),
                          LatentTextDataset(valid_items, store, stats, FRAME_RATE),
                          Vocabulary.load(params.phonemize_text.vocab_path).symbols, loop.report_dir, encoder_states)
+    head_minutes = (time.perf_counter() - started) / 60
+    if task.phone_head is not None:  # its fitting is training: it comes out of the budget
+        loop = replace(loop, max_minutes=args.minutes - head_minutes)
+        valid_states = whisper_encoder_states(valid_items, cfg.distill.whisper_model, corpus / "whisper_states_valid",
+                                              threads=args.threads)
+        head_per = head_phone_error_rate(
+            task.phone_head, [task.standardised_states(it.segment_id, it.num_frames, valid_states) for it in valid_items],
+            [it.phoneme_ids for it in valid_items])
+        print(f"Whisper phone head ({cfg.distill.phone_head.steps} steps) fitted in {head_minutes:.1f} min (inside "
+              f"the budget): phone error rate {100 * head_per:.1f} % on the held-out segments' Whisper states (not "
+              f"latents), the ceiling of posterior distillation (weight {cfg.distill.posterior_weight})")
     print(f"train: {len(train_items)} segments, {sum(task.durations) / 60:.1f} min; valid: {len(valid_items)} "
           f"segments, {sum(it.num_frames for it in valid_items) / FRAME_RATE / 60:.1f} min; threads {args.threads}; "
-          f"distill weight {cfg.distill.weight}")
+          f"distill weight {cfg.distill.weight}, posterior weight {cfg.distill.posterior_weight}")
     torch.manual_seed(loop.seed)
     task.parts()
     before = task.evaluate(task._part.module)

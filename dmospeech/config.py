@@ -261,14 +261,32 @@ class LatentMaskingConfig:
 
 
 @dataclass(frozen=True)
+class PhoneHeadConfig:
+    """CTC phone head fitted on the Whisper states of the training segments (models.whisper_phones)."""
+    dim: int = 256
+    steps: int = 300
+    lr: float = 1.0e-3
+    batch_items: int = 8
+
+
+@dataclass(frozen=True)
 class ASRDistillConfig:
-    """Auxiliary loss of the tiny CPU profile: the recogniser's `model.distill_block` output predicts
-    an offline faster-whisper model's encoder states (dmospeech.data.whisper_states). weight 0: off
-    (the paper profile), and no Whisper model is loaded."""
+    """Auxiliary losses of the tiny CPU profile, both from an offline faster-whisper model's encoder
+    states of the training segments (dmospeech.data.whisper_states):
+    - `weight`: the recogniser's `model.distill_block` output predicts the states;
+    - `posterior_weight`: every frame's phone distribution matches (KL) that of a CTC head fitted on
+      the states (`phone_head`, dmospeech.models.whisper_phones).
+    Both 0: off (the paper profile), and no Whisper model is loaded."""
     weight: float = 0.0
+    posterior_weight: float = 0.0
+    phone_head: PhoneHeadConfig = PhoneHeadConfig()
     whisper_model: str = "base"   # "base", "tiny.en" (both ship in pip packages) or a CTranslate2 folder
     cache_dir: str = "data/asr_whisper_states"
     threads: int = 1              # CTranslate2 threads while the states are computed
+
+    @property
+    def uses_whisper(self) -> bool:
+        return self.weight > 0 or self.posterior_weight > 0
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def main() -> None:
                          "rerun encode_latents (the lineage record names it)")
     Path(cfg.distill.cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output, empty when distillation is off
     encoder_states = None
-    if cfg.distill.weight > 0:
+    if cfg.distill.uses_whisper:
         started = time.perf_counter()
         encoder_states = whisper_encoder_states(train_items, cfg.distill.whisper_model, cfg.distill.cache_dir,
                                                 threads=cfg.distill.threads)

@@ -229,6 +229,24 @@ def distill_loss(predicted: torch.Tensor, target: torch.Tensor, latent_mask: tor
     return {"distill/loss": loss}, {"distill/loss": float(loss.detach()), "distill/cosine": float(cosine.detach().mean())}
 
 
+def posterior_distill_loss(logits: torch.Tensor, teacher_log_probs: torch.Tensor, latent_mask: torch.Tensor
+                           ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Frame-level knowledge distillation of CTC (Takashima et al., 2018): KL(p_teacher || p_model) of
+    each real frame's distribution over the vocabulary (blank included), averaged over the real frames
+    of the batch. `logits` (b, n, V) are the recogniser's, `teacher_log_probs` (b, n, V) log-softmax
+    outputs of the teacher on the same frames. Returns ({"posterior/loss"}, {"posterior/loss",
+    "posterior/agreement"}), agreement = share of frames where both argmaxes coincide."""
+    if logits.shape != teacher_log_probs.shape:
+        raise ValueError(f"posterior_distill_loss: logits {tuple(logits.shape)} and teacher log-probabilities "
+                         f"{tuple(teacher_log_probs.shape)} differ")
+    mask = latent_mask.bool()
+    log_q = logits.float().log_softmax(-1)[mask]                                  # (frames, V)
+    log_p = teacher_log_probs.float()[mask]
+    loss = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    agreement = (log_q.argmax(-1) == log_p.argmax(-1)).float().mean()
+    return {"posterior/loss": loss}, {"posterior/loss": float(loss.detach()), "posterior/agreement": float(agreement)}
+
+
 def greedy_decode(logits: torch.Tensor, latent_mask: torch.Tensor) -> list[list[int]]:
     """Best path per item: argmax over real frames, repeats collapsed, blanks removed."""
     best = logits.argmax(-1).cpu()                                             # (b, n)

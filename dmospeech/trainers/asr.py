@@ -1,6 +1,8 @@
 """Training task of the latent CTC recogniser (appendix C.3) for the shared loop: CTC (eq. 29) on
-SpecAugment-masked normalised latents, plus (tiny CPU profile, `distill.weight` > 0) the auxiliary
-loss of one block's prediction of Whisper encoder states (dmospeech.data.whisper_states); validation
+SpecAugment-masked normalised latents, plus (tiny CPU profile) two auxiliary losses from Whisper encoder
+states (dmospeech.data.whisper_states): one block's prediction of the states (`distill.weight`) and the
+KL of every frame's phone distribution to that of a CTC head fitted on the states
+(`distill.posterior_weight`, dmospeech.models.whisper_phones); validation
 by the phone error rate of greedy decoding with the EMA weights on held-out segments, plus
 reference/hypothesis examples in the report folder.
 
@@ -19,7 +21,8 @@ from dmospeech.config import LatentMaskingConfig, TrainASRCriticConfig
 from dmospeech.data.latent_text import LatentTextDataset, collate_latent_text, pad_stack
 from dmospeech.data.whisper_states import states_at_latent_rate
 from dmospeech.models.asr import (TASK, LatentASR, ctc_loss, ctc_min_frames, distill_loss, greedy_decode,
-                                  phone_error_rate)
+                                  phone_error_rate, posterior_distill_loss)
+from dmospeech.models.whisper_phones import fit_phone_head, phone_log_posteriors
 from dmospeech.train import Part
 
 VALID_BATCH = 8
@@ -74,7 +77,7 @@ class ASRCriticTask:
                  symbols: Sequence[str], report_dir: str | Path,
                  encoder_states: Mapping[str, torch.Tensor] | None = None):
         """`encoder_states`: segment_id -> (m, d) Whisper states of every training segment
-        (`whisper_encoder_states`), required when cfg.distill.weight > 0."""
+        (`whisper_encoder_states`), required when cfg.distill.weight or posterior_weight > 0."""
         if len(symbols) != cfg.model.vocab_size:
             raise ValueError(f"train_asr_critic.model.vocab_size is {cfg.model.vocab_size} but the IPA vocabulary "
                              f"has {len(symbols)} symbols: set it to {len(symbols)}")
@@ -87,34 +90,51 @@ class ASRCriticTask:
             if impossible:
                 print(f"train_asr_critic: {len(impossible)} {name} segment(s) have more phonemes than CTC can align "
                       f"to their frames; they count in ctc/impossible and add no loss: {impossible[:5]}")
-        if cfg.distill.weight > 0:
-            if not cfg.model.distill_dim:
-                raise ValueError("train_asr_critic.distill.weight > 0 needs model.distill_dim (the Whisper width) and "
-                                 "model.distill_block")
+        if cfg.distill.weight > 0 and not cfg.model.distill_dim:
+            raise ValueError("train_asr_critic.distill.weight > 0 needs model.distill_dim (the Whisper width) and "
+                             "model.distill_block")
+        if cfg.distill.uses_whisper:
             if encoder_states is None:
-                raise ValueError("ASRCriticTask: distill.weight > 0 but no Whisper encoder states were given")
+                raise ValueError("ASRCriticTask: distill.weight or distill.posterior_weight > 0 but no Whisper "
+                                 "encoder states were given")
             missing = [it.segment_id for it in train.items if it.segment_id not in encoder_states]
             if missing:
                 raise ValueError(f"ASRCriticTask: no Whisper encoder states for {len(missing)} training segments "
                                  f"(e.g. {missing[:3]})")
             width = int(next(iter(encoder_states.values())).shape[-1])
-            if width != cfg.model.distill_dim:
+            if cfg.distill.weight > 0 and width != cfg.model.distill_dim:
                 raise ValueError(f"train_asr_critic.model.distill_dim is {cfg.model.distill_dim} but Whisper "
                                  f"{cfg.distill.whisper_model!r} states are {width} wide: set it to {width}")
-        self.encoder_states = encoder_states if cfg.distill.weight > 0 else None
+        self.encoder_states = encoder_states if cfg.distill.uses_whisper else None
         if self.encoder_states is not None:
             self.state_mean, self.state_std = channel_stats([encoder_states[it.segment_id] for it in train.items])
-        self.cfg, self.valid, self.symbols = cfg, valid, list(symbols)
-        self.dataset, self.durations = train, train.durations
+        self.cfg, self.dataset = cfg, train
+        self.phone_head, self.phone_posteriors = None, None
+        if cfg.distill.posterior_weight > 0:  # the head's posteriors on the frames the recogniser reads
+            states = [self.standardised_states(it.segment_id, it.num_frames) for it in train.items]
+            self.phone_head = fit_phone_head(states, [it.phoneme_ids for it in train.items], cfg.model.vocab_size,
+                                             cfg.distill.phone_head, seed=cfg.loop.seed)
+            self.phone_posteriors = dict(zip((it.segment_id for it in train.items),
+                                             phone_log_posteriors(self.phone_head, states)))
+        self.valid, self.symbols = valid, list(symbols)
+        self.durations = train.durations
         self.report_dir = Path(report_dir)
         self._part: Part | None = None
 
+    def standardised_states(self, segment_id: str, num_frames: int,
+                            encoder_states: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """(num_frames, d) Whisper states of a segment at the latents' 40 Hz, standardised per channel
+        with the training segments' statistics; from `encoder_states` when given (held-out segments)."""
+        table = self.encoder_states if encoder_states is None else encoder_states
+        return (states_at_latent_rate(table[segment_id], num_frames) - self.state_mean) / self.state_std
+
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = collate_latent_text([{**it, "latents": mask_latents(it["latents"], self.cfg.masking)} for it in items])
-        if self.encoder_states is not None:  # targets of the unmasked frames too (masked prediction)
-            targets = [states_at_latent_rate(self.encoder_states[self.dataset.items[int(it["index"])].segment_id],
-                                             len(it["latents"])) for it in items]
-            batch["encoder_states"] = (pad_stack(targets)[0] - self.state_mean) / self.state_std
+        segments = [(self.dataset.items[int(it["index"])].segment_id, len(it["latents"])) for it in items]
+        if self.cfg.distill.weight > 0:  # targets of the unmasked frames too (masked prediction)
+            batch["encoder_states"] = pad_stack([self.standardised_states(s, n) for s, n in segments])[0]
+        if self.phone_posteriors is not None:
+            batch["phone_log_posteriors"] = pad_stack([self.phone_posteriors[s].float() for s, _ in segments])[0]
         return batch
 
     def run_config(self) -> dict:
@@ -122,7 +142,9 @@ class ASRCriticTask:
         the rest is what changes the training maths, so a resume with other values is refused."""
         loop = asdict(self.cfg.loop)
         return {"task": TASK, "model": asdict(self.cfg.model), "masking": asdict(self.cfg.masking),
-                "distill": {"weight": self.cfg.distill.weight, "whisper_model": self.cfg.distill.whisper_model},
+                "distill": {"weight": self.cfg.distill.weight, "posterior_weight": self.cfg.distill.posterior_weight,
+                            "phone_head": asdict(self.cfg.distill.phone_head),
+                            "whisper_model": self.cfg.distill.whisper_model},
                 "max_seconds": self.cfg.max_seconds, "optimizer": asdict(self.cfg.optimizer),
                 "loop": {k: loop[k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}}
 
@@ -132,14 +154,20 @@ class ASRCriticTask:
         return [self._part]
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int, update) -> dict[str, float]:
-        """CTC loss of eq. 29 on one batch, plus distill.weight x the Whisper-state loss."""
+        """CTC loss of eq. 29 on one batch, plus distill.weight x the Whisper-state loss and
+        distill.posterior_weight x the KL to the Whisper phone head's posteriors."""
         out = self._part.model(batch["latents"], batch["latent_mask"])
         losses, logs = ctc_loss(out["logits"], batch["latent_mask"], batch["phonemes"], batch["phoneme_mask"])
         total = losses["ctc/loss"]
-        if self.encoder_states is not None:
+        if "encoder_states" in batch:
             distill, distill_logs = distill_loss(out["distill"], batch["encoder_states"], batch["latent_mask"])
             total = total + self.cfg.distill.weight * distill["distill/loss"]
             logs |= distill_logs
+        if "phone_log_posteriors" in batch:
+            posterior, posterior_logs = posterior_distill_loss(out["logits"], batch["phone_log_posteriors"],
+                                                               batch["latent_mask"])
+            total = total + self.cfg.distill.posterior_weight * posterior["posterior/loss"]
+            logs |= posterior_logs
         return logs | {"loss/total": float(total.detach())} | update("asr", total)
 
     def validate(self, step: int) -> dict[str, float]:

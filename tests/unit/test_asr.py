@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from dmospeech.checkpoint import save_checkpoint
-from dmospeech.config import LatentASRConfig, LatentMaskingConfig
+from dmospeech.config import LatentASRConfig, LatentMaskingConfig, PhoneHeadConfig
 from dmospeech.data.latent_text import LatentTextDataset, LatentTextItem, collate_latent_text
 from dmospeech.data.latents import LatentStats, LatentStore, ShardWriter
 from dmospeech.data.whisper_states import STATE_HOP, WINDOW, WhisperEncoder, states_at_latent_rate
 from dmospeech.models.asr import (BLANK, LatentASR, ctc_loss, ctc_min_frames, distill_loss, edit_distance,
-                                  greedy_decode, phone_error_rate)
+                                  greedy_decode, phone_error_rate, posterior_distill_loss)
+from dmospeech.models.whisper_phones import fit_phone_head, head_phone_error_rate, phone_log_posteriors
 from dmospeech.train import train
 from dmospeech.trainers.asr import ASRCriticTask, mask_latents
 from tests.helpers import params
@@ -165,7 +166,7 @@ def test_training_run_learns_and_checkpoint_rebuilds_the_recogniser(tmp_path):
                    ema_decay=0.9, out_dir=str(tmp_path / "ckpt"), report_dir=str(tmp_path / "report"))
     cfg = replace(cfg, model=replace(TINY, dim=32, ff_dim=64), loop=loop,
                   optimizer=replace(cfg.optimizer, lr=3e-3, warmup_steps=5),
-                  masking=replace(cfg.masking, time_masks=0, channel_masks=0), distill=replace(cfg.distill, weight=0.0))
+                  masking=replace(cfg.masking, time_masks=0, channel_masks=0), distill=replace(cfg.distill, weight=0.0, posterior_weight=0.0))
     task = ASRCriticTask(cfg, fabricated_dataset(tmp_path / "tr", 24, 0), fabricated_dataset(tmp_path / "va", 8, 1),
                          [f"p{i}" for i in range(12)], loop.report_dir)
     task.parts()
@@ -279,7 +280,8 @@ def test_task_with_distillation_adds_targets_and_learns_them(tmp_path):
                    out_dir=str(tmp_path / "ckpt"), report_dir=str(tmp_path / "report"))
     cfg = replace(cfg, model=replace(TINY, dim=32, ff_dim=64, distill_dim=4, distill_block=1), loop=loop,
                   optimizer=replace(cfg.optimizer, lr=3e-3, warmup_steps=5),
-                  masking=replace(cfg.masking, time_masks=0, channel_masks=0), distill=replace(cfg.distill, weight=1.0))
+                  masking=replace(cfg.masking, time_masks=0, channel_masks=0),
+                  distill=replace(cfg.distill, weight=1.0, posterior_weight=0.0))
     train_set, valid_set = fabricated_dataset(tmp_path / "tr", 16, 0), fabricated_dataset(tmp_path / "va", 4, 1)
     torch.manual_seed(5)
     table = torch.randn(12, 4)                                 # each phoneme's 'Whisper state'
@@ -302,6 +304,93 @@ def test_task_with_distillation_adds_targets_and_learns_them(tmp_path):
     result = train(task, loop, task.run_config())
     assert result.metrics["distill/loss"] < first["distill/loss"] - 0.3
     assert first["loss/total"] == pytest.approx(first["ctc/loss"] + first["distill/loss"], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- phone-posterior distillation
+def test_posterior_distill_loss_is_the_framewise_kl_and_ignores_padding():
+    torch.manual_seed(6)
+    teacher = torch.randn(2, 7, 5).log_softmax(-1)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    same, logs = posterior_distill_loss(teacher.clone(), teacher, mask)
+    assert float(same["posterior/loss"]) == pytest.approx(0.0, abs=1e-6) and logs["posterior/agreement"] == 1.0
+    logits = torch.randn(2, 7, 5, requires_grad=True)
+    loss = posterior_distill_loss(logits, teacher, mask)[0]["posterior/loss"]
+    p, log_q = teacher.exp(), logits.detach().log_softmax(-1)
+    kl = (p * (teacher - log_q)).sum(-1)                       # (2, 7)
+    assert float(loss.detach()) == pytest.approx(float(kl[mask].mean()), rel=1e-5)
+    garbage = teacher.clone()
+    garbage[1, 5:] = 0.0                                       # padded frames: not a distribution, not read
+    assert float(posterior_distill_loss(logits, garbage, mask)[0]["posterior/loss"].detach()) == pytest.approx(
+        float(loss.detach()), rel=1e-6)
+    loss.backward()
+    assert logits.grad[1, 5:].abs().sum() == 0 and logits.grad[0].abs().sum() > 0
+    with pytest.raises(ValueError, match="differ"):
+        posterior_distill_loss(logits, teacher[:, :6], mask)
+
+
+def spelled_states(count: int, seed: int, table: torch.Tensor) -> tuple[list[torch.Tensor], list[list[int]]]:
+    """Segments of 6 phonemes (ids 1..11), 3 frames each, whose 'states' are each phoneme's row of
+    `table` plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    states, phonemes = [], []
+    for _ in range(count):
+        ids = torch.randint(1, 12, (6,), generator=gen)
+        states.append(table[ids.repeat_interleave(3)] + 0.1 * torch.randn(18, table.shape[1], generator=gen))
+        phonemes.append(ids.tolist())
+    return states, phonemes
+
+
+def test_phone_head_learns_phones_that_the_states_spell():
+    torch.set_num_threads(1)
+    table = torch.randn(12, 6, generator=torch.Generator().manual_seed(7))
+    states, phonemes = spelled_states(24, 0, table)
+    held_states, held_phonemes = spelled_states(8, 1, table)
+    cfg = PhoneHeadConfig(dim=32, steps=150, lr=3e-3, batch_items=4)
+    head = fit_phone_head(states, phonemes, 12, cfg)
+    untrained = fit_phone_head(states, phonemes, 12, replace(cfg, steps=0))
+    assert not head.training and not any(p.requires_grad for p in head.parameters())
+    assert head_phone_error_rate(head, held_states, held_phonemes) < 0.2
+    assert head_phone_error_rate(untrained, held_states, held_phonemes) > 0.8
+    again = fit_phone_head(states, phonemes, 12, cfg)
+    assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), again.state_dict().values()))
+    posteriors = phone_log_posteriors(head, held_states[:3] + [held_states[3][:10]], batch_items=3)
+    assert [tuple(p.shape) for p in posteriors] == [(18, 12)] * 3 + [(10, 12)]
+    assert posteriors[0].dtype == torch.float16
+    torch.testing.assert_close(posteriors[0].float().exp().sum(-1), torch.ones(18), atol=1e-2, rtol=0)
+
+
+def test_task_with_posterior_distillation_fits_the_head_and_matches_it(tmp_path):
+    torch.set_num_threads(1)
+    cfg = params().train_asr_critic
+    loop = replace(cfg.loop, max_steps=40, checkpoint_every=40, valid_every=0, log_every=10, batch_seconds=8.0,
+                   out_dir=str(tmp_path / "ckpt"), report_dir=str(tmp_path / "report"))
+    cfg = replace(cfg, model=replace(TINY, dim=32, ff_dim=64), loop=loop,
+                  optimizer=replace(cfg.optimizer, lr=3e-3, warmup_steps=5),
+                  masking=replace(cfg.masking, time_masks=0, channel_masks=0),
+                  distill=replace(cfg.distill, weight=0.0, posterior_weight=2.0,
+                                  phone_head=PhoneHeadConfig(dim=32, steps=150, lr=3e-3, batch_items=4)))
+    train_set, valid_set = fabricated_dataset(tmp_path / "tr", 16, 0), fabricated_dataset(tmp_path / "va", 4, 1)
+    table = torch.randn(12, 4, generator=torch.Generator().manual_seed(5))
+    at_50hz = (torch.arange(22) * 40 // 50).clamp(max=17)      # 22 frames at 50 Hz = 18 latent frames
+    states = {it.segment_id: table[torch.tensor(it.phoneme_ids).repeat_interleave(3)[at_50hz]]
+              for it in train_set.items}
+    symbols = [f"p{i}" for i in range(12)]
+    with pytest.raises(ValueError, match="no Whisper encoder states were given"):
+        ASRCriticTask(cfg, train_set, valid_set, symbols, loop.report_dir)
+    task = ASRCriticTask(cfg, train_set, valid_set, symbols, loop.report_dir, states)
+    head_states = [task.standardised_states(it.segment_id, it.num_frames) for it in train_set.items]
+    assert head_phone_error_rate(task.phone_head, head_states, [it.phoneme_ids for it in train_set.items]) < 0.2
+    batch = task.collate([train_set[0], train_set[3]])
+    assert "encoder_states" not in batch and batch["phone_log_posteriors"].shape == (2, 18, 12)
+    torch.testing.assert_close(batch["phone_log_posteriors"][1], task.phone_posteriors[train_set.items[3].segment_id].float())
+    task.parts()
+    first = task.train_step(batch, 0, lambda name, loss: {})
+    assert first["loss/total"] == pytest.approx(first["ctc/loss"] + 2.0 * first["posterior/loss"], rel=1e-5)
+    result = train(task, loop, task.run_config())
+    assert result.metrics["posterior/loss"] < 0.5 * first["posterior/loss"]
+    assert result.metrics["posterior/agreement"] > first["posterior/agreement"] + 0.3
+    assert task.run_config()["distill"]["posterior_weight"] == 2.0
 
 
 def test_whisper_states_without_padding_match_the_padded_window(dev_corpus):
