@@ -15,7 +15,10 @@ WHISPER_SR = 16000
 
 
 class Transcriber:
-    """audio (t,) float at `sample_rate` -> text (beam search, no timestamps)."""
+    """audio (t,) float at `sample_rate` -> text: beam search at temperature 0 only, so the same audio
+    always gives the same text. faster-whisper's default falls back to sampling at rising temperatures
+    when a decode looks like a loop, which makes a WER random and, on the unintelligible speech of a
+    barely trained model, repeats the whole decode up to six times."""
 
     def __init__(self, cfg: Optional[SegmentAudioConfig] = None, beam_size: int = 5):
         """Settings of `cfg` (segment_audio params), else the packaged English base model, int8, 2 threads."""
@@ -31,5 +34,5 @@ class Transcriber:
         audio = np.asarray(audio, dtype=np.float32)
         audio16k = soxr.resample(audio, sample_rate, WHISPER_SR) if sample_rate != WHISPER_SR else audio
         segments, _ = self.model.transcribe(audio16k, language=self.language, beam_size=self.beam_size,
-                                            condition_on_previous_text=False, vad_filter=False)
+                                            temperature=0.0, condition_on_previous_text=False, vad_filter=False)
         return " ".join(s.text.strip() for s in segments).strip()
