@@ -8,106 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
+from dmospeech.config_data import (CutoffConfig, PhonemizeTextConfig, PrepareCorpusConfig,  # noqa: F401 (re-exported)
+                                   PrepareDemoCorpusConfig, ResampleAudioConfig, SegmentAudioConfig, SourceConfig,
+                                   SplitConfig, ValidateManifestConfig)
 from dmospeech.config_flows import GateRule, PipelineConfig, RetrainConfig  # noqa: F401 (re-exported)
 from dmospeech.config_parse import ConfigError, deep_merge, from_dict, read_yaml  # noqa: F401 (re-exported)
-
-
-# ----------------------------------------------------------------------------- data half
-@dataclass(frozen=True)
-class SourceConfig:
-    name: str
-    kind: Literal["librispeech", "ljspeech", "sidecar", "csv", "longform"]
-    path: str
-    speaker: Optional[str] = None  # ljspeech / sidecar: one speaker name for the whole source
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class PrepareDemoCorpusConfig:
-    out_dir: str
-    espeak_voices: tuple[str, ...]
-    sentences: tuple[str, ...]
-    pocketsphinx_dir: str
-    longform_voice: str
-    longform_sentences: int
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class PrepareCorpusConfig:
-    sources: tuple[SourceConfig, ...]
-    manifest: str
-    split: SplitConfig
-    audio_extensions: tuple[str, ...] = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
-
-
-@dataclass(frozen=True)
-class ResampleAudioConfig:
-    sample_rate: int
-    quality: Literal["VHQ", "HQ", "MQ", "LQ", "QQ"]
-    normalize: Literal["peak", "loudness", "none"]
-    peak_dbfs: float
-    loudness_lufs: float
-    remove_dc: bool
-    min_duration_s: float
-    max_duration_s: float
-    silence_dbfs: float
-    clip_level: float
-    max_clipped_fraction: float
-    out_dir: str
-    manifest: str
-
-
-@dataclass(frozen=True)
-class CutoffConfig:
-    edge_window_s: float      # window at each segment edge whose energy is measured
-    edge_energy_db: float     # edge louder than (segment peak frame + this) counts as speech
-    word_margin_s: float      # a word ending closer than this to the cut counts as cut off
-
-
-@dataclass(frozen=True)
-class SegmentAudioConfig:
-    whisper_model: str        # "base" | "tiny.en" (packaged) or a local CTranslate2 folder
-    compute_type: str
-    language: str
-    alignment_model: Optional[str]  # local wav2vec2 folder for whisperx.align; None = Whisper word times
-    max_segment_s: float
-    min_segment_s: float
-    transcribed_max_s: float  # transcribed files longer than this are re-transcribed and cut
-    trim_top_db: float
-    edge_pad_s: float
-    vad_onset: float
-    vad_offset: float
-    cutoff: CutoffConfig
-    exclude_cutoff: bool
-    cpu_threads: int
-    manifest: str
-
-
-@dataclass(frozen=True)
-class PhonemizeTextConfig:
-    language: str
-    with_stress: bool
-    preserve_punctuation: bool
-    vocab_path: str
-    manifest: str
-
-
-@dataclass(frozen=True)
-class ValidateManifestConfig:
-    min_segment_s: float
-    max_segment_s: float
-    min_phonemes_per_second: float
-    max_phonemes_per_second: float
-    report_dir: str
 
 
 # ----------------------------------------------------------------------------- training (shared)
