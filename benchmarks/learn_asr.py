@@ -4,7 +4,7 @@ greedy decoding on the held-out `--valid` recordings at step 0 and at the end (E
 
 Usage: python benchmarks/learn_asr.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
        [--valid DIR ...] --codec CKPT [--steps N] [--threads 1] [--out runs/learn_asr] [--corpus DIR]
-       [--params params.yaml] [--distill-weight W] [--posterior-weight W]
+       [--params params.yaml] [--distill-weight W] [--posterior-weight W] [--speed-perturb F ...]
 
 Folders of any layout `dmospeech.data.folder_corpus` recognises (LibriSpeech, LJ Speech, sidecar
 .txt, manifest.csv) are conditioned, phonemized and encoded by the codec checkpoint once (cached in
@@ -21,6 +21,9 @@ the Whisper encoder states of the training segments are computed once before the
 With posterior_weight > 0, fitting the Whisper phone head (dmospeech.models.whisper_phones) is
 training and comes out of the budget; its own phone error rate on the held-out segments' Whisper
 states is printed as the ceiling of what the latent recogniser is distilled toward.
+train_asr_critic.speed_perturb.factors (or --speed-perturb 0.9 1.1; --speed-perturb 1 for none) adds
+the training segments played at those speeds (dmospeech.data.speed_copies), encoded once before the
+budget starts (cached in CORPUS/speed_copies); the validation segments are never changed.
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from dmospeech.config import load_params
 from dmospeech.data.folder_corpus import build_folder_corpus, detect_source
 from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset
 from dmospeech.data.latents import LatentStore
+from dmospeech.data.speed_copies import recogniser_speed_copies, with_copies_states
 from dmospeech.data.whisper_states import whisper_encoder_states
 from dmospeech.models.whisper_phones import head_phone_error_rate
 from dmospeech.text import Vocabulary
@@ -71,6 +75,8 @@ def main() -> None:
                         help="train_asr_critic.distill.weight for this run (0: no Whisper-state prediction)")
     parser.add_argument("--posterior-weight", type=float, default=None,
                         help="train_asr_critic.distill.posterior_weight for this run (0: no phone-posterior KL)")
+    parser.add_argument("--speed-perturb", type=float, nargs="+", default=None,
+                        help="train_asr_critic.speed_perturb.factors for this run (1: no copies)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
@@ -81,6 +87,15 @@ def main() -> None:
     max_frames = int(params.train_asr_critic.max_seconds * FRAME_RATE)
     train_items = [it for it in train_items if it.num_frames <= max_frames]
     print(f"corpus ready in {(time.perf_counter() - started) / 60:.1f} min")
+    factors = params.train_asr_critic.speed_perturb.factors
+    if args.speed_perturb is not None:
+        factors = tuple(f for f in args.speed_perturb if f != 1)
+    started = time.perf_counter()
+    copies = recogniser_speed_copies(train_items, factors, corpus / "speed_copies", str(args.codec), corpus,
+                                     params.encode_latents.shard_frames, params.encode_latents.use_mean, max_frames)
+    if copies:
+        print(f"{len(copies)} speed-perturbed copies (x{' x'.join(f'{f:g}' for f in factors)}) ready in "
+              f"{(time.perf_counter() - started) / 60:.1f} min (outside the training budget)")
     for sub in ("checkpoints", "report"):
         shutil.rmtree(args.out / sub, ignore_errors=True)
     loop = replace(params.train_asr_critic.loop, max_minutes=args.minutes, max_steps=args.steps or 10**9,
@@ -98,9 +113,11 @@ def main() -> None:
                                                 threads=args.threads)
         print(f"whisper {cfg.distill.whisper_model} encoder states of {len(train_items)} segments ready in "
               f"{(time.perf_counter() - started) / 60:.1f} min (outside the training budget)")
+        encoder_states = with_copies_states(encoder_states, copies)
+    cfg = replace(cfg, speed_perturb=replace(cfg.speed_perturb, factors=factors))
     store = LatentStore(corpus)
     started = time.perf_counter()
-    task = ASRCriticTask(cfg, LatentTextDataset(train_items, store, stats, FRAME_RATE),
+    task = ASRCriticTask(cfg, LatentTextDataset(train_items + copies, store, stats, FRAME_RATE),
                          LatentTextDataset(valid_items, store, stats, FRAME_RATE),
                          Vocabulary.load(params.phonemize_text.vocab_path).symbols, loop.report_dir, encoder_states)
     head_minutes = (time.perf_counter() - started) / 60
@@ -114,8 +131,9 @@ def main() -> None:
         print(f"Whisper phone head ({cfg.distill.phone_head.steps} steps) fitted in {head_minutes:.1f} min (inside "
               f"the budget): phone error rate {100 * head_per:.1f} % on the held-out segments' Whisper states (not "
               f"latents), the ceiling of posterior distillation (weight {cfg.distill.posterior_weight})")
-    print(f"train: {len(train_items)} segments, {sum(task.durations) / 60:.1f} min; valid: {len(valid_items)} "
-          f"segments, {sum(it.num_frames for it in valid_items) / FRAME_RATE / 60:.1f} min; threads {args.threads}; "
+    print(f"train: {len(train_items)} segments + {len(copies)} speed copies, {sum(task.durations) / 60:.1f} min; "
+          f"valid: {len(valid_items)} segments, {sum(it.num_frames for it in valid_items) / FRAME_RATE / 60:.1f} min; "
+          f"threads {args.threads}; "
           f"distill weight {cfg.distill.weight}, posterior weight {cfg.distill.posterior_weight}")
     torch.manual_seed(loop.seed)
     task.parts()

@@ -197,6 +197,14 @@ class ASRDistillConfig:
 
 
 @dataclass(frozen=True)
+class SpeedPerturbConfig:
+    """Speed-perturbed copies of the training segments (dmospeech.data.speed_copies), encoded by the
+    codec once and cached in `cache_dir`. No factors: off (the paper profile)."""
+    factors: tuple[float, ...] = ()   # e.g. (0.9, 1.1); 1 (the original) is always included
+    cache_dir: str = "data/asr_speed_copies"
+
+
+@dataclass(frozen=True)
 class TrainASRCriticConfig:
     model: LatentASRConfig
     masking: LatentMaskingConfig
@@ -205,6 +213,7 @@ class TrainASRCriticConfig:
     optimizer: OptimizerConfig
     loop: TrainLoopConfig
     distill: ASRDistillConfig = ASRDistillConfig()
+    speed_perturb: SpeedPerturbConfig = SpeedPerturbConfig()
 
 
 @dataclass(frozen=True)

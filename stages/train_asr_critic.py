@@ -7,6 +7,7 @@ from rich.console import Console
 from dmospeech.config import load_params
 from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
 from dmospeech.data.latents import LatentStats, LatentStore
+from dmospeech.data.speed_copies import recogniser_speed_copies, with_copies_states
 from dmospeech.data.whisper_states import whisper_encoder_states
 from dmospeech.lineage import record_training_segments
 from dmospeech.text import Vocabulary
@@ -26,6 +27,16 @@ def main() -> None:
         raise SystemExit(f"train_asr_critic: the codec that encoded the latents ({stats.codec_checkpoint}) is gone; "
                          "rerun encode_latents (the lineage record names it)")
     Path(cfg.distill.cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output, empty when distillation is off
+    Path(cfg.speed_perturb.cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output, empty without factors
+    started = time.perf_counter()
+    copies = recogniser_speed_copies(train_items, cfg.speed_perturb.factors, cfg.speed_perturb.cache_dir,
+                                     stats.codec_checkpoint, params.encode_latents.out_dir,
+                                     params.encode_latents.shard_frames, params.encode_latents.use_mean,
+                                     int(cfg.max_seconds * FRAME_RATE))
+    if copies:
+        Console().print(f"train_asr_critic: {len(copies)} speed-perturbed copies (x{cfg.speed_perturb.factors}) of "
+                        f"{len(train_items)} segments in {time.perf_counter() - started:.1f} s "
+                        f"({cfg.speed_perturb.cache_dir})")
     encoder_states = None
     if cfg.distill.uses_whisper:
         started = time.perf_counter()
@@ -33,7 +44,8 @@ def main() -> None:
                                                 threads=cfg.distill.threads)
         Console().print(f"train_asr_critic: Whisper {cfg.distill.whisper_model} encoder states of {len(train_items)} "
                         f"segments in {time.perf_counter() - started:.1f} s ({cfg.distill.cache_dir})")
-    task = ASRCriticTask(cfg, LatentTextDataset(train_items, store, stats, FRAME_RATE),
+        encoder_states = with_copies_states(encoder_states, copies)
+    task = ASRCriticTask(cfg, LatentTextDataset(train_items + copies, store, stats, FRAME_RATE),
                          LatentTextDataset(valid_items, store, stats, FRAME_RATE),
                          Vocabulary.load(params.phonemize_text.vocab_path).symbols, cfg.loop.report_dir,
                          encoder_states)

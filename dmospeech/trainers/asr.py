@@ -145,6 +145,7 @@ class ASRCriticTask:
                 "distill": {"weight": self.cfg.distill.weight, "posterior_weight": self.cfg.distill.posterior_weight,
                             "phone_head": asdict(self.cfg.distill.phone_head),
                             "whisper_model": self.cfg.distill.whisper_model},
+                "speed_perturb": list(self.cfg.speed_perturb.factors),
                 "max_seconds": self.cfg.max_seconds, "optimizer": asdict(self.cfg.optimizer),
                 "loop": {k: loop[k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}}
 
