@@ -224,6 +224,7 @@ class SpeakerVerifierConfig:
     se_dim: int               # squeeze-excitation bottleneck (128)
     attention_dim: int        # attentive statistics pooling bottleneck (128)
     embedding_dim: int        # = the teacher embedding size (Resemblyzer 256)
+    with_latents: bool = False  # the input latents join the block outputs (as layer 0 of the stack)
 
 
 @dataclass(frozen=True)

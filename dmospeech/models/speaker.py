@@ -1,9 +1,11 @@
 """The latent speaker verifier of appendix C.4: the CTC recogniser (fine-tuned) as feature extractor,
 its conformer block outputs concatenated (Cai & Li, 2024) and read by an ECAPA-TDNN (Desplanques et
-al., 2020) into an L2-normalised speaker embedding. Trained by distillation toward a pretrained
+al., 2020) into an L2-normalised speaker embedding. With `with_latents` the input latents join the
+stack as its layer 0, as a self-supervised model's input embedding joins its hidden states in
+WavLM-ECAPA: a phone recogniser's blocks learn to ignore who speaks, its input does not. Trained by distillation toward a pretrained
 speaker encoder's embeddings (eq. 31); frozen, it is the S of the student's SV loss (eq. 10).
 
-Shapes: b batch, n latent frames (40 Hz), c latent channels, f features (layers x recogniser width),
+Shapes: b batch, n latent frames (40 Hz), c latent channels, f features (layers x recogniser width, + c),
 C ECAPA channels, e embedding size.
 
 Padded frames are zeroed before every convolution and left out of every time statistic (SE means,
@@ -140,11 +142,15 @@ class LatentSpeakerVerifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.features = features
-        self.ecapa = ECAPATDNN(features.cfg.layers * features.cfg.dim, cfg)
+        width = features.cfg.layers * features.cfg.dim + (features.cfg.latent_dim if cfg.with_latents else 0)
+        self.ecapa = ECAPATDNN(width, cfg)
 
     def forward(self, latents: torch.Tensor, latent_mask: torch.Tensor) -> torch.Tensor:
         mask = latent_mask.bool()
-        feats = torch.cat(self.features.block_outputs(latents, mask), dim=-1).transpose(1, 2)  # (b, f, n)
+        layers = self.features.block_outputs(latents, mask)
+        if self.cfg.with_latents:
+            layers = [latents * mask[..., None].to(latents.dtype), *layers]
+        feats = torch.cat(layers, dim=-1).transpose(1, 2)                               # (b, f, n)
         return F.normalize(self.ecapa(feats, mask), dim=-1)
 
     @classmethod

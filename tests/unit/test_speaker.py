@@ -26,13 +26,20 @@ ASR = LatentASRConfig(latent_dim=8, dim=16, ff_dim=32, heads=2, layers=2, conv_k
 SV = SpeakerVerifierConfig(channels=16, res2_scale=4, se_dim=8, attention_dim=8, embedding_dim=6)
 
 
-def test_frozen_checkpoint_passes_gradients_to_latents(tmp_path):
+@pytest.mark.parametrize("with_latents", [False, True])
+def test_frozen_checkpoint_passes_gradients_to_latents(tmp_path, with_latents):
     torch.manual_seed(0)
-    sv = LatentSpeakerVerifier(SV, LatentASR(ASR))
+    cfg = replace(SV, with_latents=with_latents)
+    sv = LatentSpeakerVerifier(cfg, LatentASR(ASR))
+    assert sv.ecapa.stem.conv.in_channels == ASR.layers * ASR.dim + (ASR.latent_dim if with_latents else 0)
     weights = {"sv": sv.state_dict(), "sv.ema": sv.state_dict()}
-    path = save_checkpoint(tmp_path, 1, weights, {}, {"task": "sv_critic", "model": SV.__dict__,
+    model = dict(cfg.__dict__)
+    if not with_latents:
+        del model["with_latents"]  # a checkpoint from before the option reads as without it
+    path = save_checkpoint(tmp_path, 1, weights, {}, {"task": "sv_critic", "model": model,
                                                      "asr_model": ASR.__dict__}, 0)
     frozen = LatentSpeakerVerifier.from_checkpoint(path)
+    assert frozen.cfg == cfg
     assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
     latents = torch.randn(3, 25, 8, requires_grad=True)
     mask = torch.ones(3, 25, dtype=torch.bool)
@@ -47,9 +54,10 @@ def test_frozen_checkpoint_passes_gradients_to_latents(tmp_path):
     assert all(p.grad is None for p in frozen.parameters())
 
 
-def test_embedding_does_not_depend_on_padding():
+@pytest.mark.parametrize("with_latents", [False, True])
+def test_embedding_does_not_depend_on_padding(with_latents):
     torch.manual_seed(1)
-    sv = LatentSpeakerVerifier(SV, LatentASR(ASR)).eval()
+    sv = LatentSpeakerVerifier(replace(SV, with_latents=with_latents), LatentASR(ASR)).eval()
     short = torch.randn(1, 11, 8)
     batch = torch.full((2, 30, 8), 3.0)
     batch[0], batch[1, :11] = torch.randn(30, 8), short[0]
