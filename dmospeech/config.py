@@ -248,6 +248,7 @@ class TrainSVCriticConfig:
     cache_dir: str            # shifted copies' latents and teacher embeddings
     optimizer: OptimizerConfig
     loop: TrainLoopConfig
+    fine_tune_recogniser: bool = True  # False: only the ECAPA learns (the recogniser's weights stay)
 
 
 # ----------------------------------------------------------------------------- student (sec. 3.2-3.4)

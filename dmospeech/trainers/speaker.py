@@ -114,8 +114,9 @@ def verification_metrics(embeddings: torch.Tensor, trials: TrialSet, teacher_mea
 # ----------------------------------------------------------------------------- the task
 class SVCriticTask:
     """Task protocol of dmospeech.train for `LatentSpeakerVerifier`. The recogniser inside starts from
-    `asr_checkpoint` (appendix C.4: the CTC model fine-tuned as feature extractor) or, without one,
-    from scratch with `asr_model`."""
+    `asr_checkpoint` (appendix C.4: the CTC model fine-tuned as feature extractor; with
+    `fine_tune_recogniser` False its weights stay as trained and only the ECAPA learns) or, without
+    one, from scratch with `asr_model` (always trained)."""
 
     def __init__(self, cfg: TrainSVCriticConfig, train: SpeakerCopyDataset, trials: TrialSet,
                  asr_model: LatentASRConfig, asr_checkpoint: Optional[str], teacher_identity: str):
@@ -139,13 +140,15 @@ class SVCriticTask:
         return {"task": TASK, "model": asdict(self.cfg.model), "asr_model": asdict(self.asr_model),
                 "asr_checkpoint": self.asr_checkpoint, "teacher": self.teacher_identity,
                 "pitch_shifts": list(self.cfg.pitch_shifts), "crop_seconds": self.cfg.crop_seconds,
+                "fine_tune_recogniser": self.cfg.fine_tune_recogniser,
                 "max_seconds": self.cfg.max_seconds, "optimizer": asdict(self.cfg.optimizer),
                 "loop": {k: loop[k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}}
 
     def parts(self) -> list[Part]:
         if self._part is None:
             if self.asr_checkpoint is not None:
-                features = LatentASR.from_checkpoint(self.asr_checkpoint).without_distill_head().requires_grad_(True)
+                features = LatentASR.from_checkpoint(self.asr_checkpoint).without_distill_head().requires_grad_(
+                    self.cfg.fine_tune_recogniser)
             else:
                 features = LatentASR(self.asr_model)
             self._part = Part("sv", LatentSpeakerVerifier(self.cfg.model, features), self.cfg.optimizer, ema=True)

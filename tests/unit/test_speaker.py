@@ -21,6 +21,7 @@ from dmospeech.speaker_teachers import (ConcatTeacher, ResemblyzerTeacher, WavLM
 from dmospeech.train import train
 from dmospeech.trainers.speaker import SpeakerCopyDataset, SVCriticTask, equal_error_rate, verification_metrics
 from tests.helpers import params, voiced, write
+from tests.unit.asr_helpers import saved_asr
 
 ASR = LatentASRConfig(latent_dim=8, dim=16, ff_dim=32, heads=2, layers=2, conv_kernel=5, dropout=0.0, vocab_size=12)
 SV = SpeakerVerifierConfig(channels=16, res2_scale=4, se_dim=8, attention_dim=8, embedding_dim=6)
@@ -236,3 +237,14 @@ def test_training_run_learns_the_teacher(tmp_path):
     assert after["valid/eer"] == 0.0 and after["valid/pearson"] > 0.7
     with pytest.raises(ValueError, match="embedding_dim is 7"):
         SVCriticTask(replace(cfg, model=replace(SV, embedding_dim=7)), dataset, trials, ASR, None, "test")
+
+
+    asr, asr_path = saved_asr(tmp_path / "asr", ASR)
+    loop = replace(loop, max_steps=3, out_dir=str(tmp_path / "frozen"), report_dir=str(tmp_path / "frozen_report"))
+    for fine_tune in (False, True):
+        task = SVCriticTask(replace(cfg, loop=loop, fine_tune_recogniser=fine_tune), dataset, trials, ASR, asr_path,
+                            "test")
+        task.parts()
+        train(task, replace(loop, out_dir=str(tmp_path / f"ft{fine_tune}")), task.run_config())
+        moved = [not torch.equal(p, q) for p, q in zip(task._part.module.features.parameters(), asr.parameters())]
+        assert any(moved) == fine_tune  # frozen: the recogniser keeps its trained weights
