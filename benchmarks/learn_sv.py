@@ -9,8 +9,8 @@ Usage: python benchmarks/learn_sv.py --minutes 30 --train DIR [DIR ...] --valid 
        --codec CKPT [--asr CKPT] [--pitch-shifts S ...] [--steps N] [--threads 1] [--out runs/learn_sv]
        [--corpus DIR] [--params params.yaml]
 
---asr: a train_asr_critic / learn_asr.py checkpoint to fine-tune as feature extractor (appendix C.4);
-without it the recogniser inside starts from scratch. --pitch-shifts (semitones) replaces
+--asr: a train_asr_critic / learn_asr.py checkpoint, the feature extractor (appendix C.4), fine-tuned or
+kept as trained per train_sv_critic.fine_tune_recogniser; without it the recogniser inside starts from scratch. --pitch-shifts (semitones) replaces
 train_sv_critic.pitch_shifts (the demo profile keeps one shift to stay fast). The pitch-shifted training copies and their
 teacher embeddings are cached in OUT/copies (reused on a rerun with the same inputs); the folders'
 latents in --corpus (default OUT/corpus), as for learn_asr.py.
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--train", type=Path, nargs="+", required=True)
     parser.add_argument("--valid", type=Path, nargs="+", required=True)
     parser.add_argument("--codec", type=Path, required=True, help="codec checkpoint folder (train_codec step_<n>)")
-    parser.add_argument("--asr", type=Path, default=None, help="recogniser checkpoint to fine-tune")
+    parser.add_argument("--asr", type=Path, default=None, help="recogniser checkpoint (the feature extractor)")
     parser.add_argument("--pitch-shifts", type=float, nargs="+", default=None, help="semitones of the copies")
     parser.add_argument("--steps", type=int, default=0, help="cosine schedule length (0: constant after warmup)")
     parser.add_argument("--valid-every", type=int, default=100)
@@ -97,8 +97,10 @@ def main() -> None:
     result = train(task, loop, task.run_config())
     minutes = (time.perf_counter() - start) / 60
     after = task.validate(result.step)
+    recogniser = "trained from scratch" if not args.asr else (
+        f"{'fine-tuned' if cfg.fine_tune_recogniser else 'frozen'} from {args.asr}")
     print(f"steps: {result.step} in {minutes:.1f} min ({result.stop_reason}); checkpoint {result.checkpoint}; "
-          f"recogniser {'fine-tuned from ' + str(args.asr) if args.asr else 'from scratch'}")
+          f"recogniser {recogniser}")
     print(f"teacher ({teacher.name}) on the same pairs: EER {100 * after['valid/teacher_eer']:.1f} %")
     print(show("latent verifier at step 0", before))
     print(show(f"latent verifier at step {result.step} (EMA)", after))
