@@ -128,8 +128,7 @@ def build_folder_corpus(train: Sequence[Path], valid: Sequence[Path], work_dir: 
         index = work_dir / subdir / "items.json"
         if index.exists():
             print(f"folder corpus: reusing {index}")
-            items = [LatentTextItem(**{**it, "phoneme_ids": tuple(it["phoneme_ids"])})
-                     for it in json.loads(index.read_text())]
+            items = [LatentTextItem.from_dict(it) for it in json.loads(index.read_text())]
         else:
             codec = codec or Codec.from_checkpoint(codec_checkpoint).eval()
             items, _, skipped = build_split(folders, split, work_dir, subdir, codec, codec_checkpoint, params,

@@ -48,6 +48,11 @@ class LatentTextItem:
     end_s: float
     source_sha256: str
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> "LatentTextItem":
+        """Inverse of `dataclasses.asdict` after a JSON round trip (phoneme_ids come back as a list)."""
+        return cls(**{**saved, "phoneme_ids": tuple(saved["phoneme_ids"])})
+
 
 def training_and_held_out(manifests: Sequence[str], max_seconds: float, stage: str
                           ) -> tuple[list[LatentTextItem], list[LatentTextItem]]:

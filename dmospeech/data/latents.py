@@ -158,6 +158,19 @@ class ShardWriter:
                 path.unlink()
 
 
+INDEX_FILE = "index.json"
+
+
+def read_keyed_index(cache_dir: Path, key: str) -> Optional[dict]:
+    """The index of a cache of derived latents (speaker copies, speed copies) when it was written for
+    `key`, else None. The index is written last, so its presence means the shards beside it are whole."""
+    index = Path(cache_dir) / INDEX_FILE
+    if not index.exists():
+        return None
+    saved = json.loads(index.read_text(encoding="utf-8"))
+    return saved if saved["key"] == key else None
+
+
 class LatentStore:
     """Reads segments' latents back from the shards in `out_dir` (memory-mapped, one handle per shard)."""
 

@@ -31,7 +31,8 @@ from safetensors.torch import load_file, save
 from dmospeech.atomic import write_text_atomic
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.latent_text import LatentTextItem
-from dmospeech.data.latents import LatentStats, LatentStore, ShardWriter, encode_audio, normalize
+from dmospeech.data.latents import (INDEX_FILE, LatentStats, LatentStore, ShardWriter, encode_audio, normalize,
+                                    read_keyed_index)
 from dmospeech.models.codec import Codec
 from dmospeech.runtime import cached_by_rank_zero
 from dmospeech.speaker_teachers import SpeakerTeacher, pitch_shift
@@ -63,11 +64,8 @@ def copies_key(items: Sequence[LatentTextItem], semitones: Sequence[float], code
 
 
 def _load(cache_dir: Path, key: str) -> Optional[tuple[list[SpeakerCopy], torch.Tensor]]:
-    index = cache_dir / "index.json"
-    if not index.exists():
-        return None
-    saved = json.loads(index.read_text(encoding="utf-8"))
-    if saved["key"] != key:
+    saved = read_keyed_index(cache_dir, key)
+    if saved is None:
         return None
     return [SpeakerCopy(**c) for c in saved["copies"]], load_file(str(cache_dir / "teacher.safetensors"))["embeddings"]
 
@@ -87,7 +85,7 @@ def build_speaker_copies(items: Sequence[LatentTextItem], store: LatentStore, co
     if found is not None:
         return found
     cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / "index.json").unlink(missing_ok=True)
+    (cache_dir / INDEX_FILE).unlink(missing_ok=True)
     writer = ShardWriter(cache_dir, shard_frames)
     copies, embeddings = [], []
     for item in items:
@@ -114,7 +112,7 @@ def build_speaker_copies(items: Sequence[LatentTextItem], store: LatentStore, co
     tmp = cache_dir / f".teacher.safetensors.tmp{os.getpid()}"
     tmp.write_bytes(save({"embeddings": table.contiguous()}))
     os.replace(tmp, cache_dir / "teacher.safetensors")
-    write_text_atomic(cache_dir / "index.json", json.dumps({"key": key, "teacher": teacher.identity,
+    write_text_atomic(cache_dir / INDEX_FILE, json.dumps({"key": key, "teacher": teacher.identity,
                                                             "copies": [asdict(c) for c in copies]}))
     return copies, table
 

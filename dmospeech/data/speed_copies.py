@@ -32,7 +32,7 @@ import torch
 from dmospeech.atomic import write_text_atomic
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.latent_text import LatentTextItem
-from dmospeech.data.latents import ShardWriter, encode_audio
+from dmospeech.data.latents import INDEX_FILE, ShardWriter, encode_audio, read_keyed_index
 from dmospeech.models.codec import Codec
 from dmospeech.runtime import cached_by_rank_zero
 
@@ -67,13 +67,8 @@ def copies_key(items: Sequence[LatentTextItem], factors: Sequence[float], codec_
 
 
 def _load(cache_dir: Path, key: str) -> Optional[list[LatentTextItem]]:
-    index = cache_dir / "index.json"
-    if not index.exists():
-        return None
-    saved = json.loads(index.read_text(encoding="utf-8"))
-    if saved["key"] != key:
-        return None
-    return [LatentTextItem(**{**c, "phoneme_ids": tuple(c["phoneme_ids"])}) for c in saved["copies"]]
+    saved = read_keyed_index(cache_dir, key)
+    return None if saved is None else [LatentTextItem.from_dict(c) for c in saved["copies"]]
 
 
 def build_speed_copies(items: Sequence[LatentTextItem], codec: Codec, codec_checkpoint: str,
@@ -93,7 +88,7 @@ def build_speed_copies(items: Sequence[LatentTextItem], codec: Codec, codec_chec
     if found is not None:
         return found
     cache_dir.mkdir(parents=True, exist_ok=True)
-    (cache_dir / "index.json").unlink(missing_ok=True)
+    (cache_dir / INDEX_FILE).unlink(missing_ok=True)
     writer = ShardWriter(cache_dir, shard_frames)
     prefix = os.path.relpath(cache_dir.resolve(), Path(store_root).resolve())
     sample_rate = codec.cfg.sample_rate
@@ -111,7 +106,7 @@ def build_speed_copies(items: Sequence[LatentTextItem], codec: Codec, codec_chec
                 progress()
     writer.flush()
     writer.remove_stale()
-    write_text_atomic(cache_dir / "index.json", json.dumps({"key": key, "copies": [asdict(c) for c in copies]}))
+    write_text_atomic(cache_dir / INDEX_FILE, json.dumps({"key": key, "copies": [asdict(c) for c in copies]}))
     return copies
 
 
