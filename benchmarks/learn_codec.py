@@ -1,8 +1,13 @@
 """Does the tiny codec learn on real speech? Trains it on CPU for a time budget and prints the
 multi-scale mel loss on held-out clips at step 0 and at the end (EMA weights).
 
+With --encoder-from CODEC_CHECKPOINT it trains the fast decoder instead (train_fast_decoder's
+settings): that codec's encoder is frozen and a Vocos-style decoder learns its latents. It also
+prints the mel loss of the codec's own (DAC) decoder on the same held-out clips.
+
 Usage: python benchmarks/learn_codec.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
-       [--valid-clips 8] [--out runs/learn_codec] [--params params.yaml]
+       [--valid-clips 8] [--out runs/learn_codec] [--params params.yaml] [--encoder-from CKPT]
+       [--valid-every N] [--threads 2]
 
 Every audio file below the folders is used (any rate; converted to 48 kHz mono FLAC with the
 resample_audio settings). Decoded clips and a spectrogram comparison go to OUT/report/samples.
@@ -21,6 +26,7 @@ from dmospeech.audio import AudioError, write_audio_atomic
 from dmospeech.config import load_params
 from dmospeech.data.datasets import Clip
 from dmospeech.data.resample import condition_file
+from dmospeech.models.codec import Codec
 from dmospeech.train import train
 from dmospeech.trainers.codec import CodecTask
 
@@ -51,21 +57,34 @@ def main() -> None:
     parser.add_argument("--valid-clips", type=int, default=8)
     parser.add_argument("--out", type=Path, default=Path("runs/learn_codec"))
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--encoder-from", type=Path, default=None,
+                        help="a trained codec checkpoint: train the fast decoder on its frozen encoder")
+    parser.add_argument("--valid-every", type=int, default=10**9, help="validation curve in OUT/report/dvclive")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     params = load_params(args.params)
     shutil.rmtree(args.out, ignore_errors=True)
     train_clips = prepare_clips(args.train, args.out / "audio" / "train", params.resample_audio)
     valid_clips = prepare_clips(args.valid, args.out / "audio" / "valid", params.resample_audio)
     valid_clips = sorted(valid_clips, key=lambda c: -c.duration_s)[: args.valid_clips]
-    loop = replace(params.train_codec.loop, max_minutes=args.minutes, max_steps=10**9, checkpoint_every=10**9,
-                   valid_every=10**9, out_dir=str(args.out / "checkpoints"), report_dir=str(args.out / "report"))
-    cfg = replace(params.train_codec, loop=loop)
-    task = CodecTask(cfg, train_clips, valid_clips, loop.report_dir)
+    base = params.train_codec if args.encoder_from is None else params.train_fast_decoder
+    loop = replace(base.loop, max_minutes=args.minutes, max_steps=10**9, checkpoint_every=10**9,
+                   valid_every=args.valid_every, out_dir=str(args.out / "checkpoints"),
+                   report_dir=str(args.out / "report"))
+    if args.encoder_from is None:
+        cfg = replace(params.train_codec, loop=loop)
+    else:
+        own_codec = Codec.from_checkpoint(args.encoder_from)
+        cfg = replace(params.train_fast_decoder, loop=loop).codec_training(own_codec.cfg)
+    task = CodecTask(cfg, train_clips, valid_clips, loop.report_dir, encoder_from=args.encoder_from)
     print(f"train: {len(train_clips)} clips, {sum(c.duration_s for c in train_clips) / 60:.1f} min; "
           f"valid: {len(valid_clips)} clips of up to {cfg.valid_seconds:g} s")
     torch.manual_seed(loop.seed)
     task.parts()
+    if args.encoder_from is not None:
+        print(f"fast decoder on the frozen encoder of {args.encoder_from}; that codec's own decoder scores "
+              f"validation mel loss {task.validation_mel_loss(own_codec):.3f}")
     before = task.validation_mel_loss(task._parts["codec"].module)
     start = time.perf_counter()
     result = train(task, loop, task.run_config())

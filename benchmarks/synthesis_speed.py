@@ -1,7 +1,8 @@
 """Synthesis speed on this machine, one run, same inputs: real-time factor (wall time / seconds of
 generated speech) of the teacher (128 DDPM steps with classifier-free guidance, eq. 27-28) and of
-the student (4 steps of algorithm 1, no guidance), with and without codec decoding, and the
-wall-clock ratio teacher / student (the paper reports 13.7x).
+the student (4 steps of algorithm 1, no guidance), without decoding, with the codec's own (DAC)
+decoder and with the fast (Vocos-style) decoder of train_fast_decoder, and the wall-clock ratio
+teacher / student for each (the paper reports 13.7x).
 
 Usage: python benchmarks/synthesis_speed.py [--profile tiny|paper] [--prompt-seconds 3] [--seconds 5]
        [--repeats 3] [--threads 2] [--steps 128]
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import replace
 
 import torch
 
@@ -48,7 +50,10 @@ def main() -> None:
     params = load_params("params.yaml", "profiles/paper.yaml" if args.profile == "paper" else None)
     cfg = params.train_teacher
     torch.manual_seed(0)
-    net, codec = DiT(cfg.model).eval(), Codec(params.train_codec.model).eval()
+    net = DiT(cfg.model).eval()
+    decoders = {"codec decoder": Codec(params.train_codec.model).eval(),
+                "fast decoder": Codec(replace(params.train_codec.model,
+                                              fast_decoder=params.train_fast_decoder.decoder)).eval()}
     n_prompt, n_new = round(args.prompt_seconds * FRAME_RATE), round(args.seconds * FRAME_RATE)
     prompt = torch.randn(n_prompt, cfg.model.latent_dim)
     phonemes = torch.randint(1, cfg.model.vocab_size, (round(14 * (args.prompt_seconds + args.seconds)),))
@@ -62,26 +67,30 @@ def main() -> None:
         return student_latents(net, phonemes, prompt, n_prompt + n_new, params.distill_student.student_times,
                                cfg.diffusion.shift, torch.Generator().manual_seed(0))
 
-    def decoded(make_latents):
+    def decoded(make_latents, codec: Codec):
         def run() -> None:
             with torch.no_grad():
                 codec.decode_after(make_latents().T[None], n_prompt)  # the continuation, as Synthesizer does
         return run
 
-    print(f"profile {args.profile}: DiT {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M parameters, codec "
-          f"{sum(p.numel() for p in codec.parameters()) / 1e6:.1f}M; {args.threads} thread(s); prompt "
-          f"{args.prompt_seconds:g} s + {args.seconds:g} s generated, {len(phonemes)} phonemes")
+    sizes = ", ".join(f"{name} {sum(p.numel() for p in codec.decoder.parameters()) / 1e6:.1f}M"
+                      for name, codec in decoders.items())
+    print(f"profile {args.profile}: DiT {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M parameters; {sizes}; "
+          f"{args.threads} thread(s); prompt {args.prompt_seconds:g} s + {args.seconds:g} s generated, "
+          f"{len(phonemes)} phonemes")
     runs = {"teacher": latents, "student": student}
-    times = {(model, audio): median_seconds(decoded(runs[model]) if audio else runs[model], args.repeats)
-             for model in args.models for audio in (False, True)}
+    ways = ["latents only", *(f"with {name}" for name in decoders)]
+    times = {}
+    for model in args.models:
+        times[(model, ways[0])] = median_seconds(runs[model], args.repeats)
+        for name, codec in decoders.items():
+            times[(model, f"with {name}")] = median_seconds(decoded(runs[model], codec), args.repeats)
     n_student = len(params.distill_student.student_times)
-    for (model, audio), seconds in times.items():
+    for (model, way), seconds in times.items():
         what = f"{steps} steps, CFG {cfg.diffusion.cfg_scale:g}" if model == "teacher" else f"{n_student} steps"
-        print(f"{model} ({what}) {'with codec decoding' if audio else 'latents only':>20}: {seconds:.3f} s, "
-              f"RTF {seconds / args.seconds:.4f}")
-    for audio in (False, True) if len(args.models) == 2 else ():
-        print(f"teacher / student wall-clock ratio ({'with' if audio else 'without'} codec decoding): "
-              f"{times[('teacher', audio)] / times[('student', audio)]:.1f}x")
+        print(f"{model} ({what}) {way:>20}: {seconds:.3f} s, RTF {seconds / args.seconds:.4f}")
+    for way in ways if len(args.models) == 2 else ():
+        print(f"teacher / student wall-clock ratio ({way}): {times[('teacher', way)] / times[('student', way)]:.1f}x")
 
 if __name__ == "__main__":
     main()

@@ -54,11 +54,28 @@ def model_dir(name: str, params_path: str) -> Path:
     return Path(name)
 
 
+def load_tts(model: Path, transcriber, params, decoder: str | None):
+    """The model with the decoder asked for. Without --decoder, params' evaluate.decoder is used when
+    it can decode this model (the fast decoder exists and was fitted to its codec), else the codec's
+    own decoder, with a note on stderr."""
+    from dmospeech.synthesize import SynthesisError
+    from dmospeech.tts import TTS
+
+    fast_dir = params.decoder_checkpoint_dir(decoder)
+    try:
+        return TTS.from_pretrained(model, transcriber, fast_dir)
+    except SynthesisError as err:
+        if decoder is not None or fast_dir is None:
+            raise
+        print(f"note: {err}; decoding with the model's own codec decoder", file=sys.stderr)
+        return TTS.from_pretrained(model, transcriber)
+
+
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """One sentence (--text, --prompt -> --out) or a batch list (--batch list.tsv -> --out-dir)."""
     from dmospeech.audio import write_audio_atomic
     from dmospeech.synthesize import SynthesisError
-    from dmospeech.tts import TTS, read_batch_file, write_batch_report
+    from dmospeech.tts import read_batch_file, write_batch_report
 
     if args.batch is None and (args.text is None or args.prompt is None or args.out is None):
         print("dmospeech synthesize: give --text, --prompt and --out, or --batch LIST.tsv --out-dir DIR", file=sys.stderr)
@@ -73,7 +90,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
         transcriber = _Lazy(lambda: Transcriber(params.segment_audio))
     try:
-        tts = TTS.from_pretrained(model_dir(args.model, args.params), transcriber)
+        tts = load_tts(model_dir(args.model, args.params), transcriber, params, args.decoder)
         if args.batch is not None:
             results = tts.synthesize_batch(read_batch_file(args.batch), args.out_dir, steps=args.steps)
             report = write_batch_report(results, Path(args.out_dir) / "batch_report.tsv")
@@ -88,7 +105,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         print(f"dmospeech synthesize: {err}", file=sys.stderr)
         return 2
     write_audio_atomic(args.out, audio, rate, subtype="PCM_16")
-    print(f"wrote {args.out}: {len(audio) / rate:.2f} s at {rate} Hz (prompt transcript: {prompt.text!r})")
+    decoder = "codec decoder" if tts.synthesizer.codec.cfg.fast_decoder is None else "fast decoder"
+    print(f"wrote {args.out}: {len(audio) / rate:.2f} s at {rate} Hz, {decoder} (prompt transcript: {prompt.text!r})")
     return 0
 
 
@@ -182,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's: 128 teacher, 4 student)")
     s.add_argument("--seconds", type=float, default=None, help="length of the generated speech (default: prompt rate)")
     s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--decoder", choices=["codec", "fast"], default=None,
+                   help="latents -> audio: the codec's own decoder or train_fast_decoder's (default: evaluate.decoder)")
     s.add_argument("--out", type=Path, help="output wav of one sentence")
     s.add_argument("--batch", type=Path, help="tab-separated list: text, prompt [, prompt_text, name, seed]")
     s.add_argument("--out-dir", type=Path, help="output folder of --batch (with batch_report.tsv)")

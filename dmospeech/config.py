@@ -7,8 +7,8 @@ A profile (`profiles/<name>.yaml`) is a partial document deep-merged over `param
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Literal, Optional
 
 from dmospeech.config_data import (CutoffConfig, PhonemizeTextConfig, PrepareCorpusConfig,  # noqa: F401 (re-exported)
                                    PrepareDemoCorpusConfig, ResampleAudioConfig, SegmentAudioConfig, SourceConfig,
@@ -50,13 +50,27 @@ class TrainLoopConfig:
 
 # ----------------------------------------------------------------------------- codec (app. C.1)
 @dataclass(frozen=True)
+class FastDecoderConfig:
+    """Vocos-style decoder of the codec's latents (Siuzdak, 2023): ConvNeXt blocks at the latent
+    frame rate and a linear layer to STFT magnitudes and phases, inverted by an ISTFT of hop = the
+    codec's hop and n_fft = n_fft_hops * hop. Replaces DAC's decoder, whose high-rate convolutions
+    dominate synthesis time on CPU."""
+    dim: int
+    intermediate_dim: int
+    layers: int
+    n_fft_hops: int = 4
+
+
+@dataclass(frozen=True)
 class CodecConfig:
-    """DAC encoder/decoder with a Gaussian (VAE) bottleneck; hop = prod(strides)."""
+    """DAC encoder/decoder with a Gaussian (VAE) bottleneck; hop = prod(strides). With
+    `fast_decoder` set, that decoder replaces DAC's (the encoder and its latents are unchanged)."""
     sample_rate: int
     encoder_dim: int
     strides: tuple[int, ...]
     latent_dim: int
     decoder_dim: int
+    fast_decoder: Optional[FastDecoderConfig] = None
 
     @property
     def hop_length(self) -> int:
@@ -93,6 +107,31 @@ class TrainCodecConfig:
     optimizer: OptimizerConfig
     disc_optimizer: OptimizerConfig
     loop: TrainLoopConfig
+
+
+@dataclass(frozen=True)
+class TrainFastDecoderConfig:
+    """A fast decoder fitted to the trained codec's latents: the codec's encoder is loaded and
+    frozen, and only `decoder` (with the discriminator) learns, with the codec's losses."""
+    decoder: FastDecoderConfig
+    discriminator: DiscriminatorConfig
+    mel: MelLossConfig
+    loss_weights: dict[str, float]   # as train_codec's ("kl/loss" is constant: the encoder is frozen)
+    adversarial_start_step: int
+    crop_seconds: float
+    valid_clips: int
+    valid_seconds: float
+    optimizer: OptimizerConfig
+    disc_optimizer: OptimizerConfig
+    loop: TrainLoopConfig
+
+    def codec_training(self, codec: CodecConfig) -> TrainCodecConfig:
+        """The train_codec settings that train `codec` with this decoder in place of its own."""
+        return TrainCodecConfig(model=replace(codec, fast_decoder=self.decoder), discriminator=self.discriminator,
+                                mel=self.mel, loss_weights=self.loss_weights,
+                                adversarial_start_step=self.adversarial_start_step, crop_seconds=self.crop_seconds,
+                                valid_clips=self.valid_clips, valid_seconds=self.valid_seconds,
+                                optimizer=self.optimizer, disc_optimizer=self.disc_optimizer, loop=self.loop)
 
 
 @dataclass(frozen=True)
@@ -291,6 +330,7 @@ class EvaluateConfig:
     whisper_model: str         # packaged faster-whisper model of the WER (base | tiny.en | local folder)
     hubert_path: Optional[str]  # local HuBERT-CTC folder: the paper's WER evaluator instead of Whisper
     wavlm_path: Optional[str]   # local WavLM-ECAPA (x-vector) folder: the paper's SIM evaluator instead of Resemblyzer
+    decoder: Literal["codec", "fast"]  # latents -> audio: the codec's own (DAC) decoder or train_fast_decoder's
     out_dir: str
 
 
@@ -303,6 +343,7 @@ class Params:
     phonemize_text: PhonemizeTextConfig
     validate_manifest: ValidateManifestConfig
     train_codec: TrainCodecConfig
+    train_fast_decoder: TrainFastDecoderConfig
     encode_latents: EncodeLatentsConfig
     train_teacher: TrainTeacherConfig
     train_asr_critic: TrainASRCriticConfig
@@ -311,6 +352,11 @@ class Params:
     evaluate: EvaluateConfig
     pipeline: PipelineConfig
     retrain: RetrainConfig
+
+    def decoder_checkpoint_dir(self, decoder: Optional[str] = None) -> Optional[str]:
+        """Where synthesis takes its decoder from: train_fast_decoder's out_dir for "fast", None
+        (the model's own codec) for "codec"; `decoder` defaults to evaluate.decoder."""
+        return self.train_fast_decoder.loop.out_dir if (decoder or self.evaluate.decoder) == "fast" else None
 
     def manifests(self) -> list[str]:
         """Every stage database of the data half, upstream first."""

@@ -121,6 +121,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return found
 
 
+def same_encoder_codec(codec: "Codec", checkpoint: Path) -> "Codec":
+    """The codec at `checkpoint` (e.g. train_fast_decoder's), checked to have `codec`'s encoder
+    weights: its decoder was fitted to the latents the model was trained on."""
+    from dmospeech.models.codec import Codec
+
+    other = Codec.from_checkpoint(checkpoint).eval()
+    mine, theirs = codec.encoder.state_dict(), other.encoder.state_dict()
+    if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in mine):
+        raise SynthesisError(f"the decoder at {checkpoint} was fitted to another codec's latents than the model's "
+                             f"(its encoder differs); retrain it on this codec (dvc repro train_fast_decoder) or "
+                             f"decode with the model's own codec")
+    return other
+
+
 @dataclass
 class Prompt:
     latents: torch.Tensor        # (np, c) normalised
@@ -132,7 +146,8 @@ class Synthesizer:
     """A trained teacher with what it was trained with (codec, latent stats, audio and text settings),
     all read from its checkpoint's run_config."""
 
-    def __init__(self, checkpoint: str | Path, transcribe: Optional[Callable[[np.ndarray, int], str]] = None):
+    def __init__(self, checkpoint: str | Path, transcribe: Optional[Callable[[np.ndarray, int], str]] = None,
+                 decoder: str | Path | None = None):
         from dmospeech.checkpoint import read_run_config
         from dmospeech.data.latents import LatentStats
         from dmospeech.models.codec import Codec
@@ -149,6 +164,13 @@ class Synthesizer:
         self.audio_cfg = from_dict(ResampleAudioConfig, run["resample_audio"], "resample_audio")
         text_cfg = from_dict(PhonemizeTextConfig, run["phonemize_text"], "phonemize_text")
         self.codec = Codec.from_checkpoint(run["codec_checkpoint"]).eval()
+        if decoder is not None:
+            try:
+                decoder = resolve_checkpoint(decoder)
+            except FileNotFoundError:
+                raise SynthesisError(f"no decoder checkpoint at {decoder} (run `dvc repro train_fast_decoder`, or "
+                                     f"decode with the codec's own decoder: --decoder codec)") from None
+            self.codec = same_encoder_codec(self.codec, decoder)
         self.stats = LatentStats(**run["latent_stats"])
         self.vocab, self.phonemizer = Vocabulary.load(text_cfg.vocab_path), Phonemizer(text_cfg)
         self.transcribe = transcribe

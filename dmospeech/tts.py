@@ -71,11 +71,13 @@ class TTS:
         self._prompts: dict[tuple[str, Optional[str]], Prompt] = {}
 
     @classmethod
-    def from_pretrained(cls, path_or_dir: str | Path, transcriber=None) -> "TTS":
+    def from_pretrained(cls, path_or_dir: str | Path, transcriber=None, decoder: str | Path | None = None) -> "TTS":
         """Load a checkpoint (step_<n> folder) or the newest one of a training out_dir. Prompts given
         without a transcript are transcribed by `transcriber` (audio, sample_rate) -> text, by
-        default the packaged faster-whisper base model (loaded on first use)."""
-        return cls(Synthesizer(path_or_dir, transcriber or _LazyTranscriber()))
+        default the packaged faster-whisper base model (loaded on first use). `decoder`: a
+        train_fast_decoder checkpoint or out_dir that decodes the latents instead of the codec's
+        own decoder (it must have been fitted to the model's codec)."""
+        return cls(Synthesizer(path_or_dir, transcriber or _LazyTranscriber(), decoder))
 
     @property
     def sample_rate(self) -> int:

@@ -39,11 +39,13 @@ def main() -> None:
         recognizer = Transcriber(replace(params.segment_audio, whisper_model=cfg.whisper_model))
         asr_name = f"faster-whisper {cfg.whisper_model}"
     encoder = M.WavLMEncoder(cfg.wavlm_path) if cfg.wavlm_path else M.ResemblyzerEncoder()
-    models = {"teacher": TTS.from_pretrained(params.train_teacher.loop.out_dir, recognizer),
-              "student": TTS.from_pretrained(params.distill_student.loop.out_dir, recognizer)}
+    decoder = params.decoder_checkpoint_dir()
+    models = {"teacher": TTS.from_pretrained(params.train_teacher.loop.out_dir, recognizer, decoder),
+              "student": TTS.from_pretrained(params.distill_student.loop.out_dir, recognizer, decoder)}
     renditions = synthesize_all(models, trials, cfg.seed, out / "audio")
-    metrics: dict = {"trials": len(trials), "evaluators": {"wer": asr_name, "sim": encoder.name,
-                                                           "wer_normalisation": M.normalize_for_wer.__doc__.split(".")[0]}}
+    metrics: dict = {"trials": len(trials), "decoder": cfg.decoder,
+                     "evaluators": {"wer": asr_name, "sim": encoder.name,
+                                    "wer_normalisation": M.normalize_for_wer.__doc__.split(".")[0]}}
     rows = []
     for name, tts in models.items():
         scores, model_rows = score_model(renditions[name], trials, recognizer, encoder)

@@ -1,5 +1,6 @@
 """The DAC variational autoencoder of appendix C.1: descript-audio-codec's own encoder and decoder
-blocks with the residual vector quantiser replaced by a Gaussian bottleneck.
+blocks with the residual vector quantiser replaced by a Gaussian bottleneck; optionally a
+Vocos-style fast decoder (vocos' ConvNeXt backbone and ISTFT head) in place of DAC's decoder.
 
 Shapes: b batch, t samples (48 kHz), n latent frames (t / hop, 40 Hz), c latent channels (64).
 """
@@ -14,12 +15,38 @@ import torch
 import torch.nn.functional as F
 from dac.model.dac import Decoder, Encoder, init_weights
 from torch import nn
+from vocos.heads import ISTFTHead
+from vocos.models import VocosBackbone
 
-from dmospeech.config import CodecConfig, from_dict
+from dmospeech.config import CodecConfig, FastDecoderConfig, from_dict
 
-DECODE_CONTEXT_FRAMES = 16  # latent frames decoded before the first wanted one (receptive field is ~9)
+DECODE_CONTEXT_FRAMES = 16  # DAC decoder: frames decoded before the first wanted one (receptive field is ~9)
 
 LOGSCALE_MIN, LOGSCALE_MAX = -12.0, 4.0
+
+
+class FastDecoder(nn.Module):
+    """Latents (b, c, n) -> audio (b, 1, n * hop): vocos' ConvNeXt backbone at the latent frame
+    rate, then its ISTFT head (log-magnitude and phase per frame, "same" padding, n_fft =
+    n_fft_hops * hop). All matrix products at 40 Hz instead of DAC's convolutions at 48 kHz."""
+
+    def __init__(self, latent_dim: int, hop_length: int, cfg: FastDecoderConfig):
+        super().__init__()
+        if cfg.n_fft_hops < 2 or cfg.n_fft_hops % 2:
+            raise ValueError(f"fast_decoder.n_fft_hops must be even and >= 2 (the window overlaps whole frames "
+                             f"on both sides), got {cfg.n_fft_hops}")
+        self.cfg = cfg
+        self.backbone = VocosBackbone(latent_dim, cfg.dim, cfg.intermediate_dim, cfg.layers)
+        self.head = ISTFTHead(cfg.dim, cfg.n_fft_hops * hop_length, hop_length, padding="same")
+
+    @property
+    def context_frames(self) -> int:
+        """Frames either side that an output frame depends on: the embedding conv and every
+        ConvNeXt block see +-3 frames (kernel 7), the inverse STFT's window +-n_fft_hops / 2."""
+        return 3 * (self.cfg.layers + 1) + self.cfg.n_fft_hops // 2
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(latents))[:, None]
 
 
 class Codec(nn.Module):
@@ -33,7 +60,8 @@ class Codec(nn.Module):
         self.cfg = cfg
         # DAC's encoder ends in a conv to d_latent channels: 2c = mean and log-scale (eq. 11)
         self.encoder = Encoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim)
-        self.decoder = Decoder(cfg.latent_dim, cfg.decoder_dim, list(reversed(cfg.strides)))
+        self.decoder = (Decoder(cfg.latent_dim, cfg.decoder_dim, list(reversed(cfg.strides)))
+                        if cfg.fast_decoder is None else FastDecoder(cfg.latent_dim, cfg.hop_length, cfg.fast_decoder))
         self.apply(init_weights)
 
     @property
@@ -53,12 +81,20 @@ class Codec(nn.Module):
         """(b, c, n) -> (b, 1, n * hop)."""
         return self.decoder(latents)
 
-    def decode_after(self, latents: torch.Tensor, start: int, context: int = DECODE_CONTEXT_FRAMES) -> torch.Tensor:
+    @property
+    def decode_context(self) -> int:
+        """Latent frames before the first wanted one that decode_after still decodes: at least the
+        decoder's receptive field (DAC's is about +-9 frames, the fast decoder's is computed)."""
+        if isinstance(self.decoder, FastDecoder):
+            return self.decoder.context_frames
+        return DECODE_CONTEXT_FRAMES
+
+    def decode_after(self, latents: torch.Tensor, start: int, context: int | None = None) -> torch.Tensor:
         """decode(latents)[..., start * hop:] without decoding the frames before `start - context`:
-        the decoder's receptive field is under `context` frames (about +-9 at the DAC kernel sizes,
-        checked in the tests), so the samples after `start` come out the same. For synthesis, where
-        the prompt's frames are conditioning and only the continuation is heard."""
-        first = max(0, start - context)
+        the decoder's receptive field is under `context` frames (checked in the tests), so the
+        samples after `start` come out the same. For synthesis, where the prompt's frames are
+        conditioning and only the continuation is heard."""
+        first = max(0, start - (self.decode_context if context is None else context))
         return self.decode(latents[..., first:])[..., (start - first) * self.hop_length:]
 
     def forward(self, audio: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:

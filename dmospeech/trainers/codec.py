@@ -1,6 +1,7 @@
 """Codec training task (appendix C.1) for the shared loop: DAC-style alternating discriminator and
 generator updates, validation by the multi-scale mel loss on held-out clips with decoded wavs and
-a spectrogram comparison written to the report folder.
+a spectrogram comparison written to the report folder. With `encoder_from`, the encoder is a
+trained codec's, frozen, and only the decoder learns (train_fast_decoder).
 
 Shapes: b batch, t samples (48 kHz).
 """
@@ -26,8 +27,9 @@ class CodecTask:
     """Task protocol of dmospeech.train for the DAC-VAE."""
 
     def __init__(self, cfg: TrainCodecConfig, train_clips: Sequence[Clip], valid_clips: Sequence[Clip],
-                 report_dir: str | Path):
+                 report_dir: str | Path, encoder_from: str | Path | None = None):
         self.cfg = cfg
+        self.encoder_from = None if encoder_from is None else Path(encoder_from)
         self.dataset = CropDataset(train_clips, cfg.crop_seconds, cfg.model.sample_rate)
         self.durations = self.dataset.durations
         self.valid_audio = [load_clip(c, cfg.model.sample_rate)[: int(cfg.valid_seconds * cfg.model.sample_rate)]
@@ -47,16 +49,32 @@ class CodecTask:
         for key in ("valid_clips", "valid_seconds"):
             cfg.pop(key)
         cfg["loop"] = {k: cfg["loop"][k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}
+        if self.encoder_from is not None:
+            cfg["encoder_from"] = str(self.encoder_from)
         return {"task": "codec", **cfg}
 
     def parts(self) -> list[Part]:
         if not self._parts:
             codec = Codec(self.cfg.model)
+            if self.encoder_from is not None:
+                self.load_frozen_encoder(codec)
             discriminator = build_discriminator(self.cfg.discriminator, self.cfg.model.sample_rate)
             self.loss = CodecLoss(self.cfg.mel, self.cfg.loss_weights, discriminator, self.cfg.model.sample_rate)
             self._parts = {"codec": Part("codec", codec, self.cfg.optimizer, ema=True),
                            "discriminator": Part("discriminator", discriminator, self.cfg.disc_optimizer, ema=False)}
         return list(self._parts.values())
+
+    def load_frozen_encoder(self, codec: Codec) -> None:
+        """The encoder (EMA weights, as encode_latents uses) of the codec at `encoder_from`, frozen:
+        the latents stay those the downstream models were trained on."""
+        source = Codec.from_checkpoint(self.encoder_from)
+        keys = ("sample_rate", "encoder_dim", "strides", "latent_dim")
+        mismatch = [k for k in keys if getattr(source.cfg, k) != getattr(codec.cfg, k)]
+        if mismatch:
+            raise ValueError(f"the codec at {self.encoder_from} has a different encoder: "
+                             + ", ".join(f"{k} {getattr(source.cfg, k)} vs {getattr(codec.cfg, k)}" for k in mismatch))
+        codec.encoder.load_state_dict(source.encoder.state_dict())
+        codec.encoder.requires_grad_(False)
 
     def train_step(self, audio: torch.Tensor, step: int, update) -> dict[str, float]:
         """One DAC step: D on real vs detached reconstructions, then G (eq. 13 + mel + GAN)."""

@@ -37,6 +37,9 @@ def demo_repo(tmp_path_factory):
     data["train_codec"]["loop"].update(max_steps=4, checkpoint_every=2, valid_every=1000, log_every=2, batch_seconds=0.8,
                                        max_batch_items=4)
     data["train_codec"].update(crop_seconds=0.2, valid_clips=1)
+    data["train_fast_decoder"]["loop"].update(max_steps=4, checkpoint_every=2, valid_every=1000, log_every=2,
+                                              batch_seconds=0.8, max_batch_items=4)
+    data["train_fast_decoder"].update(crop_seconds=0.2, valid_clips=1)
     short = dict(max_steps=4, checkpoint_every=2, valid_every=1000, log_every=2)
     for stage in ("train_teacher", "train_asr_critic", "train_sv_critic"):
         data[stage]["loop"].update(short)
@@ -59,8 +62,8 @@ def test_demo_pipeline_runs_validates_and_is_idempotent(demo_repo):
     dvc = [sys.executable, "-m", "dvc"]
     first = run(dvc + ["repro"], repo, env)
     for stage in ("prepare_demo_corpus", "scan_source@0", "prepare_corpus", "resample_audio", "segment_audio",
-                  "phonemize_text", "validate_manifest", "train_codec", "encode_latents", "train_teacher",
-                  "train_asr_critic", "train_sv_critic", "distill_student", "evaluate"):
+                  "phonemize_text", "validate_manifest", "train_codec", "train_fast_decoder", "encode_latents",
+                  "train_teacher", "train_asr_critic", "train_sv_critic", "distill_student", "evaluate"):
         assert f"Running stage '{stage}'" in first
     second = run(dvc + ["repro"], repo, env)
     assert "Running stage" not in second and "Data and pipelines are up to date" in second
@@ -82,4 +85,4 @@ def test_demo_pipeline_runs_validates_and_is_idempotent(demo_repo):
     for model in ("teacher", "student"):
         assert {"wer", "sim", "rtf", "cv_f0"} <= set(metrics[model])
         assert 0 <= metrics[model]["wer"] and metrics[model]["rtf"] > 0
-    assert metrics["trials"] == 2
+    assert metrics["trials"] == 2 and metrics["decoder"] == "fast"  # the tiny profile decodes with the fast decoder

@@ -80,3 +80,44 @@ def test_decoding_after_a_frame_matches_the_full_decode(codec):
     assert torch.allclose(near_start, full[..., 5 * hop:], atol=1e-6)
     # with too little context the samples after the cut differ: the test can tell
     assert not torch.allclose(codec.decode_after(latents, 30, context=0), full[..., 30 * hop:], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def fast_codec():
+    torch.manual_seed(0)
+    p = params()
+    return Codec(replace(p.train_codec.model, fast_decoder=p.train_fast_decoder.decoder))
+
+
+def test_the_fast_decoder_keeps_the_encoder_and_the_hop(codec, fast_codec):
+    assert {k: v.shape for k, v in fast_codec.encoder.state_dict().items()} == \
+           {k: v.shape for k, v in codec.encoder.state_dict().items()}
+    audio = torch.randn(2, 1, 4800 + 17) * 0.1
+    out = fast_codec(audio)
+    assert out["audio_hat"].shape == audio.shape
+    latents = torch.randn(2, 64, 7)
+    assert fast_codec.decode(latents).shape == (2, 1, 7 * 1200)
+    out["audio_hat"].square().mean().backward()
+    assert fast_codec.decoder.head.out.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="n_fft_hops"):
+        Codec(replace(codec.cfg, fast_decoder=replace(params().train_fast_decoder.decoder, n_fft_hops=3)))
+
+
+def test_fast_decoding_after_a_frame_matches_the_full_decode():
+    torch.manual_seed(0)
+    p = params()
+    fast_codec = Codec(replace(p.train_codec.model, fast_decoder=p.train_fast_decoder.decoder)).eval()
+    for block in fast_codec.decoder.backbone.convnext:  # full-strength residual branches, as after training
+        block.gamma.data.fill_(1.0)
+    context = fast_codec.decode_context
+    assert context == 3 * (fast_codec.cfg.fast_decoder.layers + 1) + fast_codec.cfg.fast_decoder.n_fft_hops // 2
+    latents = torch.randn(1, 64, 2 * context + 20)
+    start = context + 10
+    with torch.no_grad():
+        full = fast_codec.decode(latents)[..., start * fast_codec.hop_length:]
+        after = fast_codec.decode_after(latents, start)
+        short = fast_codec.decode_after(latents, start, context=10)
+    assert after.shape == full.shape == (1, 1, (latents.shape[-1] - start) * fast_codec.hop_length)
+    assert torch.allclose(after, full, atol=1e-7)
+    # DAC's receptive field would be too short for it: the samples after the cut change
+    assert (short - full).abs().max() > 1e-6

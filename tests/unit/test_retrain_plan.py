@@ -16,8 +16,8 @@ def test_the_project_plan_names_every_training_stage_after_the_data_half():
 def test_a_training_stage_left_out_of_retrain_models_is_reported_before_any_work():
     p = params()
     only_codec = replace(p, retrain=replace(p.retrain, models={"train_codec": "resume"}))
-    with pytest.raises(ValueError, match="missing: \\['train_teacher', 'train_asr_critic', 'train_sv_critic', "
-                                         "'distill_student'\\]"):
+    with pytest.raises(ValueError, match="missing: \\['train_fast_decoder', 'train_teacher', 'train_asr_critic', "
+                                         "'train_sv_critic', 'distill_student'\\]"):
         check_plan(only_codec, stage_order(PROJECT_ROOT))
     with pytest.raises(ValueError, match="does not define"):
         check_plan(replace(p, retrain=replace(p.retrain, models={"train_vocoder": "retrain"})),

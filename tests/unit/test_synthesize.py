@@ -118,3 +118,35 @@ def test_batch_file_errors(tmp_path):
     bad.write_text("text\tprompt\tseed\nhello\tx.wav\tabc\n")
     with pytest.raises(ValueError, match="seed must be an integer"):
         read_batch_file(bad)
+
+
+def test_a_fast_decoder_fitted_to_the_models_codec_decodes_it(teacher_dir, tmp_path):
+    from dmospeech.checkpoint import read_run_config
+    from dmospeech.synthesize import resolve_checkpoint
+
+    p = params()
+    codec_dir = read_run_config(resolve_checkpoint(teacher_dir))["codec_checkpoint"]
+    codec = Codec.from_checkpoint(codec_dir)
+    small = replace(p.train_fast_decoder.decoder, dim=32, intermediate_dim=64, layers=2)
+    torch.manual_seed(1)
+    fast = Codec(replace(codec.cfg, fast_decoder=small))
+    fast.encoder.load_state_dict(codec.encoder.state_dict())
+    run = {"task": "codec", "model": asdict(fast.cfg), "encoder_from": codec_dir}
+    fast_dir = save_checkpoint(tmp_path / "fast", 1, {"codec.ema": fast.state_dict()}, {"step": 1}, run, 0)
+    synth = Synthesizer(teacher_dir, decoder=tmp_path / "fast")
+    assert synth.codec.cfg.fast_decoder == small
+    ref = synth.prompt(write(tmp_path / "prompt.wav", voiced(1.0, 16000)), "a short prompt")
+    audio, rate = synth.synthesize("hello there", ref, steps=2, seconds=0.5, seed=0)
+    assert rate == 48000 and len(audio) == 20 * 1200 and np.isfinite(audio).all()
+    own, _ = Synthesizer(teacher_dir).synthesize("hello there", ref, steps=2, seconds=0.5, seed=0)
+    assert not np.allclose(audio, own)  # decoded by the other decoder
+
+    torch.manual_seed(2)
+    stranger = Codec(replace(codec.cfg, fast_decoder=small))  # its own, untrained encoder
+    other_dir = save_checkpoint(tmp_path / "other", 1, {"codec.ema": stranger.state_dict()}, {"step": 1},
+                                {"task": "codec", "model": asdict(stranger.cfg)}, 0)
+    with pytest.raises(SynthesisError, match="fitted to another codec's latents"):
+        Synthesizer(teacher_dir, decoder=other_dir)
+    with pytest.raises(SynthesisError, match="no decoder checkpoint"):
+        Synthesizer(teacher_dir, decoder=tmp_path / "missing")
+    assert fast_dir.exists()

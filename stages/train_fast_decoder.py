@@ -1,0 +1,40 @@
+"""Stage train_fast_decoder: a Vocos-style decoder fitted to the trained codec's latents (its
+encoder loaded and frozen), on the same validated training segments as train_codec."""
+from rich.console import Console
+
+from dmospeech.config import load_params
+from dmospeech.data.datasets import clips_from_segments, validated_segments
+from dmospeech.data.manifest import open_manifests
+from dmospeech.lineage import record_training_segments
+from dmospeech.models.codec import Codec
+from dmospeech.train import latest_checkpoint, train
+from dmospeech.trainers.codec import CodecTask
+
+
+def main() -> None:
+    params = load_params()
+    cfg = params.train_fast_decoder
+    codec_checkpoint = latest_checkpoint(params.train_codec.loop.out_dir)
+    if codec_checkpoint is None:
+        raise SystemExit(f"train_fast_decoder: no codec checkpoint in {params.train_codec.loop.out_dir}")
+    con = open_manifests(params.manifests())
+    train_clips = clips_from_segments(validated_segments(con, ["train"]))
+    valid_clips = clips_from_segments(validated_segments(con, ["valid", "test"]).head(cfg.valid_clips))
+    if not train_clips or not valid_clips:
+        raise SystemExit(f"train_fast_decoder: {len(train_clips)} training and {len(valid_clips)} validation "
+                         "segments; need at least one of each (check prepare_corpus.split and the manifests)")
+    codec = Codec.from_checkpoint(codec_checkpoint)
+    record_training_segments(cfg.loop.out_dir, [c.clip_id for c in train_clips], params.manifests(),
+                             "train_fast_decoder", upstream=[codec_checkpoint])
+    task = CodecTask(cfg.codec_training(codec.cfg), train_clips, valid_clips, cfg.loop.report_dir,
+                     encoder_from=codec_checkpoint)
+    task.parts()
+    own = task.validation_mel_loss(codec)  # the codec's own decoder on the same clips, for comparison
+    result = train(task, cfg.loop, task.run_config())
+    final = task.validate(result.step)
+    Console().print(f"[bold]train_fast_decoder[/]: {result}\nvalidation mel loss (EMA) {final['valid/mel_loss']:.3f} "
+                    f"(the codec's own decoder: {own:.3f}); samples in {cfg.loop.report_dir}/samples")
+
+
+if __name__ == "__main__":
+    main()
