@@ -46,7 +46,34 @@ class FastDecoder(nn.Module):
         return 3 * (self.cfg.layers + 1) + self.cfg.n_fft_hops // 2
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(latents))[:, None]
+        """vocos' ISTFTHead.forward with the same parameters and output, computed faster on CPU: the
+        spectrum by torch.polar, the overlap-add by strided sums instead of `fold` (about a third of
+        the decoding time here); tests check it against vocos' head."""
+        x = self.head.out(self.backbone(latents))  # (b, n, n_fft + 2): log-magnitudes, then phases
+        bins = x.shape[-1] // 2
+        spectrum = torch.polar(torch.exp(x[..., :bins]).clamp(max=1e2), x[..., bins:]).transpose(1, 2)
+        return istft_same(spectrum, self.head.istft.window, self.head.istft.hop_length)[:, None]
+
+
+def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
+    """(b, n_fft, n) windowed frames, n_fft a multiple of hop -> (b, (n + n_fft / hop - 1) * hop)."""
+    b, n_fft, n = frames.shape
+    k = n_fft // hop
+    pieces = frames.transpose(1, 2).reshape(b, n, k, hop)
+    out = frames.new_zeros(b, n + k - 1, hop)
+    for i in range(k):
+        out[:, i:i + n] += pieces[:, :, i]
+    return out.reshape(b, -1)
+
+
+def istft_same(spectrum: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
+    """Inverse STFT with "same" padding as vocos.spectral_ops.ISTFT: (b, n_fft / 2 + 1, n) complex ->
+    (b, n * hop), normalised by the summed squared window."""
+    n_fft = window.numel()
+    frames = torch.fft.irfft(spectrum, n_fft, dim=1, norm="backward") * window[None, :, None]
+    pad = (n_fft - hop) // 2
+    envelope = overlap_add(window.square()[None, :, None].expand(1, n_fft, spectrum.shape[-1]), hop)
+    return overlap_add(frames, hop)[:, pad:-pad] / envelope[:, pad:-pad]  # cut first: the edges' envelope is 0
 
 
 class Codec(nn.Module):

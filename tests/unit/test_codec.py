@@ -121,3 +121,17 @@ def test_fast_decoding_after_a_frame_matches_the_full_decode():
     assert torch.allclose(after, full, atol=1e-7)
     # DAC's receptive field would be too short for it: the samples after the cut change
     assert (short - full).abs().max() > 1e-6
+
+
+def test_the_fast_decoders_inverse_stft_is_vocos_head():
+    torch.manual_seed(0)
+    p = params()
+    decoder = Codec(replace(p.train_codec.model, fast_decoder=p.train_fast_decoder.decoder)).decoder
+    for block in decoder.backbone.convnext:
+        block.gamma.data.fill_(1.0)
+    latents = torch.randn(2, 64, 13)
+    with torch.no_grad():
+        mine = decoder(latents)
+        vocos = decoder.head(decoder.backbone(latents))[:, None]
+    assert mine.shape == vocos.shape == (2, 1, 13 * 1200)
+    assert torch.allclose(mine, vocos, atol=1e-6, rtol=1e-4) and vocos.abs().max() > 1e-3

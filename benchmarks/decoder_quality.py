@@ -1,0 +1,91 @@
+"""How well do the codec's own (DAC) decoder and a fast decoder turn the same latents back into
+speech? Encodes held-out recordings with the codec (posterior mean, as encode_latents does),
+decodes them with each decoder, and prints per decoder: the multi-scale mel loss of train_codec,
+Whisper's WER against its transcript of the original recording, Resemblyzer's cosine similarity to
+the original, and the decoding time per second of audio on this machine.
+
+Usage: python benchmarks/decoder_quality.py --codec CODEC_CKPT --fast FAST_CKPT --valid DIR [DIR ...]
+       [--clips 24] [--max-seconds 12] [--threads 2] [--params params.yaml]
+
+CODEC_CKPT is a train_codec checkpoint; FAST_CKPT a train_fast_decoder (or learn_codec.py
+--encoder-from) checkpoint fitted to it: the script checks that both have the same encoder.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dmospeech.audio import AudioError
+from dmospeech.config import load_params
+from dmospeech.data.resample import condition_file
+from dmospeech.data.transcribe import Transcriber
+from dmospeech.evaluation_metrics import ResemblyzerEncoder, speaker_similarity, word_error_rate
+from dmospeech.models.codec import Codec
+from dmospeech.models.codec_loss import CodecLoss, build_discriminator
+from dmospeech.synthesize import same_encoder_codec
+
+EXTS = {".wav", ".flac", ".mp3", ".ogg"}
+
+
+def held_out_audio(folders: list[Path], cfg, clips: int, max_seconds: float) -> list[tuple[str, np.ndarray]]:
+    """Up to `clips` recordings below `folders` (evenly over the sorted list), cut to `max_seconds`."""
+    paths = sorted(p for folder in folders for p in folder.rglob("*") if p.suffix.lower() in EXTS)
+    picked = [paths[i] for i in np.linspace(0, len(paths) - 1, min(clips, len(paths))).round().astype(int)]
+    out = []
+    for path in dict.fromkeys(picked):
+        try:
+            audio, _ = condition_file(str(path), cfg)
+        except AudioError as err:
+            print(f"skipped {path}: {err}")
+            continue
+        out.append((path.stem, audio[: int(max_seconds * cfg.sample_rate)].astype(np.float32)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--codec", type=Path, required=True)
+    parser.add_argument("--fast", type=Path, required=True)
+    parser.add_argument("--valid", type=Path, nargs="+", required=True)
+    parser.add_argument("--clips", type=int, default=24)
+    parser.add_argument("--max-seconds", type=float, default=12.0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = load_params(args.params)
+    codec = Codec.from_checkpoint(args.codec)
+    decoders = {"codec decoder": codec, "fast decoder": same_encoder_codec(codec, args.fast)}
+    rate = codec.cfg.sample_rate
+    mel = CodecLoss(params.train_codec.mel, {}, build_discriminator(params.train_codec.discriminator, rate), rate)
+    clips = held_out_audio(args.valid, params.resample_audio, args.clips, args.max_seconds)
+    seconds = sum(len(a) for _, a in clips) / rate
+    print(f"{len(clips)} held-out recordings, {seconds:.1f} s")
+    recognizer, encoder = Transcriber(params.segment_audio), ResemblyzerEncoder()
+    references = [recognizer(audio, rate) for _, audio in clips]
+    keep = [i for i, r in enumerate(references) if r.strip()]
+    with torch.no_grad():
+        latents = [codec.encode(torch.from_numpy(audio)[None, None])[0] for _, audio in clips]
+    for name, model in decoders.items():
+        decoded, spent = [], 0.0
+        with torch.no_grad():
+            for z, (_, audio) in zip(latents, clips):
+                start = time.perf_counter()
+                y = model.decode(z)[..., : len(audio)]
+                spent += time.perf_counter() - start
+                decoded.append(y)
+            mel_loss = float(np.mean([float(mel.mel_loss(y, torch.from_numpy(a)[None, None]))
+                                      for y, (_, a) in zip(decoded, clips)]))
+        audio_out = [y[0, 0].numpy() for y in decoded]
+        wer = word_error_rate([recognizer(audio_out[i], rate) for i in keep], [references[i] for i in keep])
+        sim = float(np.mean([speaker_similarity(encoder, y, rate, a, rate) for y, (_, a) in zip(audio_out, clips)]))
+        print(f"{name:>14}: mel loss {mel_loss:.3f}, WER {100 * wer:.1f} % (vs Whisper on the originals), "
+              f"SIM to the original {sim:.3f}, decoding {spent / seconds:.4f} s per second of audio")
+
+
+if __name__ == "__main__":
+    main()
