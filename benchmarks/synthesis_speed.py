@@ -5,19 +5,27 @@ decoder and with the fast (Vocos-style) decoder of train_fast_decoder, and the w
 teacher / student for each (the paper reports 13.7x).
 
 Usage: python benchmarks/synthesis_speed.py [--profile tiny|paper] [--prompt-seconds 3] [--seconds 5]
-       [--repeats 3] [--threads 2] [--steps 128]
+       [--repeats 5] [--student-runs 5] [--threads 2] [--steps 128] [--models teacher student]
 
 Weights are random (speed does not depend on them); shapes follow params.yaml (tiny) or
-profiles/paper.yaml (paper). Each figure is the median of --repeats runs after one warm-up.
+profiles/paper.yaml (paper). The runs are paired: after one warm-up of each, every repeat times
+one teacher run and, right after it, the median of --student-runs student runs, so both see the
+machine in the same state (on a shared VM a 0.2-s student run varies by +-25 % from minute to
+minute). Each figure is the median over --repeats; the ratio is that of the medians.
+The header prints OMP_WAIT_POLICY as OpenMP read it when torch loaded (dmospeech sets PASSIVE
+only when it is imported first; here torch is).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import replace
 
-import torch
+OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "unset")  # what libgomp reads when torch loads
+
+import torch  # noqa: E402
 
 from dmospeech.config import load_params
 from dmospeech.models.codec import Codec
@@ -25,14 +33,23 @@ from dmospeech.models.dit import DiT
 from dmospeech.synthesize import FRAME_RATE, student_latents, teacher_latents
 
 
-def median_seconds(fn, repeats: int) -> float:
+def seconds(fn) -> float:
+    start = time.perf_counter()
     fn()
-    times = []
+    return time.perf_counter() - start
+
+
+def paired_medians(fns: dict, repeats: int, student_runs: int) -> dict[str, float]:
+    """Median seconds per model over `repeats`: each repeat runs the teacher once, then the student
+    `student_runs` times (their median), one after the other."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {model: [] for model in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for model, fn in fns.items():
+            runs = 1 if model == "teacher" else student_runs
+            times[model].append(statistics.median(seconds(fn) for _ in range(runs)))
+    return {model: statistics.median(values) for model, values in times.items()}
 
 
 def main() -> None:
@@ -40,7 +57,8 @@ def main() -> None:
     parser.add_argument("--profile", choices=["tiny", "paper"], default="tiny")
     parser.add_argument("--prompt-seconds", type=float, default=3.0)
     parser.add_argument("--seconds", type=float, default=5.0, help="generated speech per sentence")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--student-runs", type=int, default=5, help="student runs per repeat (their median)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="teacher steps (default: the profile's, 128)")
     parser.add_argument("--models", nargs="+", choices=["teacher", "student"], default=["teacher", "student"],
@@ -76,15 +94,17 @@ def main() -> None:
     sizes = ", ".join(f"{name} {sum(p.numel() for p in codec.decoder.parameters()) / 1e6:.1f}M"
                       for name, codec in decoders.items())
     print(f"profile {args.profile}: DiT {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M parameters; {sizes}; "
-          f"{args.threads} thread(s); prompt {args.prompt_seconds:g} s + {args.seconds:g} s generated, "
+          f"{args.threads} thread(s), OMP_WAIT_POLICY {OMP_WAIT_POLICY}; "
+          f"prompt {args.prompt_seconds:g} s + {args.seconds:g} s generated, "
           f"{len(phonemes)} phonemes")
     runs = {"teacher": latents, "student": student}
     ways = ["latents only", *(f"with {name}" for name in decoders)]
     times = {}
-    for model in args.models:
-        times[(model, ways[0])] = median_seconds(runs[model], args.repeats)
-        for name, codec in decoders.items():
-            times[(model, f"with {name}")] = median_seconds(decoded(runs[model], codec), args.repeats)
+    for way in ways:
+        codec = decoders.get(way.removeprefix("with "))
+        fns = {model: runs[model] if codec is None else decoded(runs[model], codec) for model in args.models}
+        for model, value in paired_medians(fns, args.repeats, args.student_runs).items():
+            times[(model, way)] = value
     n_student = len(params.distill_student.student_times)
     for (model, way), seconds in times.items():
         what = f"{steps} steps, CFG {cfg.diffusion.cfg_scale:g}" if model == "teacher" else f"{n_student} steps"
