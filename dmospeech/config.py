@@ -7,7 +7,7 @@ A profile (`profiles/<name>.yaml`) is a partial document deep-merged over `param
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Literal, Optional
 
 from dmospeech.config_data import (CutoffConfig, PhonemizeTextConfig, PrepareCorpusConfig,  # noqa: F401 (re-exported)
@@ -127,11 +127,8 @@ class TrainFastDecoderConfig:
 
     def codec_training(self, codec: CodecConfig) -> TrainCodecConfig:
         """The train_codec settings that train `codec` with this decoder in place of its own."""
-        return TrainCodecConfig(model=replace(codec, fast_decoder=self.decoder), discriminator=self.discriminator,
-                                mel=self.mel, loss_weights=self.loss_weights,
-                                adversarial_start_step=self.adversarial_start_step, crop_seconds=self.crop_seconds,
-                                valid_clips=self.valid_clips, valid_seconds=self.valid_seconds,
-                                optimizer=self.optimizer, disc_optimizer=self.disc_optimizer, loop=self.loop)
+        shared = {f.name: getattr(self, f.name) for f in fields(TrainCodecConfig) if f.name != "model"}
+        return TrainCodecConfig(model=replace(codec, fast_decoder=self.decoder), **shared)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,7 @@
 from rich.console import Console
 
 from dmospeech.config import load_params
-from dmospeech.data.datasets import clips_from_segments, validated_segments
-from dmospeech.data.manifest import open_manifests
+from dmospeech.data.datasets import audio_training_clips
 from dmospeech.lineage import record_training_segments
 from dmospeech.train import train
 from dmospeech.trainers.codec import CodecTask
@@ -12,12 +11,10 @@ from dmospeech.trainers.codec import CodecTask
 def main() -> None:
     params = load_params()
     cfg = params.train_codec
-    con = open_manifests(params.manifests())
-    train_clips = clips_from_segments(validated_segments(con, ["train"]))
-    valid_clips = clips_from_segments(validated_segments(con, ["valid", "test"]).head(cfg.valid_clips))
-    if not train_clips or not valid_clips:
-        raise SystemExit(f"train_codec: {len(train_clips)} training and {len(valid_clips)} validation segments; "
-                         "need at least one of each (check prepare_corpus.split and the manifests)")
+    try:
+        train_clips, valid_clips = audio_training_clips(params.manifests(), cfg.valid_clips, "train_codec")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     record_training_segments(cfg.loop.out_dir, [c.clip_id for c in train_clips], params.manifests(), "train_codec")
     task = CodecTask(cfg, train_clips, valid_clips, cfg.loop.report_dir)
     result = train(task, cfg.loop, task.run_config())

@@ -3,8 +3,7 @@ encoder loaded and frozen), on the same validated training segments as train_cod
 from rich.console import Console
 
 from dmospeech.config import load_params
-from dmospeech.data.datasets import clips_from_segments, validated_segments
-from dmospeech.data.manifest import open_manifests
+from dmospeech.data.datasets import audio_training_clips
 from dmospeech.lineage import record_training_segments
 from dmospeech.models.codec import Codec
 from dmospeech.train import latest_checkpoint, train
@@ -17,12 +16,10 @@ def main() -> None:
     codec_checkpoint = latest_checkpoint(params.train_codec.loop.out_dir)
     if codec_checkpoint is None:
         raise SystemExit(f"train_fast_decoder: no codec checkpoint in {params.train_codec.loop.out_dir}")
-    con = open_manifests(params.manifests())
-    train_clips = clips_from_segments(validated_segments(con, ["train"]))
-    valid_clips = clips_from_segments(validated_segments(con, ["valid", "test"]).head(cfg.valid_clips))
-    if not train_clips or not valid_clips:
-        raise SystemExit(f"train_fast_decoder: {len(train_clips)} training and {len(valid_clips)} validation "
-                         "segments; need at least one of each (check prepare_corpus.split and the manifests)")
+    try:
+        train_clips, valid_clips = audio_training_clips(params.manifests(), cfg.valid_clips, "train_fast_decoder")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     codec = Codec.from_checkpoint(codec_checkpoint)
     record_training_segments(cfg.loop.out_dir, [c.clip_id for c in train_clips], params.manifests(),
                              "train_fast_decoder", upstream=[codec_checkpoint])

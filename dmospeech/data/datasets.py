@@ -81,3 +81,18 @@ def validated_segments(con, splits: Sequence[str]) -> pd.DataFrame:
         f"SELECT s.* FROM segments s JOIN phonemes p USING (segment_id) "
         f"WHERE s.use_for_training AND s.split IN ({marks}) ORDER BY s.duration_s DESC, s.segment_id",
         list(splits)).df()
+
+
+def audio_training_clips(manifests: Sequence[str], valid_clips: int, stage: str) -> tuple[list[Clip], list[Clip]]:
+    """The validated training segments and the first `valid_clips` held-out ones (valid, test) as
+    clips, for the stages that train on audio crops (train_codec, train_fast_decoder). Raises
+    ValueError naming `stage` when either list is empty."""
+    from dmospeech.data.manifest import open_manifests
+
+    con = open_manifests(manifests)
+    train = clips_from_segments(validated_segments(con, ["train"]))
+    valid = clips_from_segments(validated_segments(con, ["valid", "test"]).head(valid_clips))
+    if not train or not valid:
+        raise ValueError(f"{stage}: {len(train)} training and {len(valid)} validation segments; need at least one "
+                         "of each (check prepare_corpus.split and the manifests)")
+    return train, valid
