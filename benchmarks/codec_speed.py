@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 from dmospeech.config import CodecConfig, load_params, read_yaml  # noqa: E402
-from dmospeech.models.codec import Codec  # noqa: E402
+from dmospeech.codec.model import Codec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # DAC's widths, used when profiles/paper.yaml has no train_codec.model group

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from dmospeech.config import SourceConfig, load_params  # noqa: E402
 from dmospeech.data.resample import condition_file  # noqa: E402
 from dmospeech.data.sources import scan_source  # noqa: E402
-from dmospeech.text import Phonemizer, normalize_text  # noqa: E402
+from dmospeech.data.text import Phonemizer, normalize_text  # noqa: E402
 
 KINDS = {"librispeech": "librispeech", "ljspeech": "ljspeech", "kathleen": "sidecar", "arctic/manifest.csv": "csv"}
 
@@ -58,7 +58,7 @@ def bench_phonemize(items, cfg) -> tuple[float, float]:
 def bench_segment(files: list[Path], params) -> tuple[float, float, int]:
     import numpy as np
 
-    from dmospeech import audio as A
+    from dmospeech.ops import audio as A
     from dmospeech.data.segment import Segmenter
 
     cfg = params.segment_audio

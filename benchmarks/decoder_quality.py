@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmospeech.audio import AudioError
+from dmospeech.ops.audio import AudioError
 from dmospeech.config import load_params
 from dmospeech.data.resample import condition_file
 from dmospeech.data.transcribe import Transcriber
-from dmospeech.evaluation_metrics import ResemblyzerEncoder, speaker_similarity, word_error_rate
-from dmospeech.models.codec import Codec
-from dmospeech.models.codec_loss import CodecLoss, build_discriminator
-from dmospeech.synthesize import same_encoder_codec
+from dmospeech.evaluation.metrics import ResemblyzerEncoder, speaker_similarity, word_error_rate
+from dmospeech.codec.model import Codec
+from dmospeech.codec.loss import CodecLoss, build_discriminator
+from dmospeech.synthesis.synthesizer import same_encoder_codec
 
 EXTS = {".wav", ".flac", ".mp3", ".ogg"}
 

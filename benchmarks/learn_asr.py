@@ -6,7 +6,7 @@ Usage: python benchmarks/learn_asr.py --minutes 30 --train DIR [DIR ...] --valid
        [--valid DIR ...] --codec CKPT [--steps N] [--threads 1] [--out runs/learn_asr] [--corpus DIR]
        [--params params.yaml] [--distill-weight W] [--posterior-weight W] [--speed-perturb F ...]
 
-Folders of any layout `dmospeech.data.folder_corpus` recognises (LibriSpeech, LJ Speech, sidecar
+Folders of any layout `dmospeech.codec.folder_corpus` recognises (LibriSpeech, LJ Speech, sidecar
 .txt, manifest.csv) are conditioned, phonemized and encoded by the codec checkpoint once (cached in
 --corpus, default OUT/corpus). Each `--valid` is a group (say unseen speakers, and held-out
 recordings of training speakers) validated together and reported apart at the end; groups are told
@@ -18,11 +18,11 @@ OUT/report/examples.txt; the final checkpoint is in OUT/checkpoints (input of le
 With train_asr_critic.distill.weight or posterior_weight > 0 (or --distill-weight, --posterior-weight),
 the Whisper encoder states of the training segments are computed once before the budget starts
 (cached in CORPUS/whisper_states, like the codec latents) and the time they took is printed apart.
-With posterior_weight > 0, fitting the Whisper phone head (dmospeech.models.whisper_phones) is
+With posterior_weight > 0, fitting the Whisper phone head (dmospeech.critics.whisper_phones) is
 training and comes out of the budget; its own phone error rate on the held-out segments' Whisper
 states is printed as the ceiling of what the latent recogniser is distilled toward.
 train_asr_critic.speed_perturb.factors (or --speed-perturb 0.9 1.1; --speed-perturb 1 for none) adds
-the training segments played at those speeds (dmospeech.data.speed_copies), encoded once before the
+the training segments played at those speeds (dmospeech.critics.speed_copies), encoded once before the
 budget starts (cached in CORPUS/speed_copies); the validation segments are never changed.
 """
 from __future__ import annotations
@@ -36,17 +36,17 @@ from pathlib import Path
 
 import torch
 
-from dmospeech.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.config import load_params
-from dmospeech.data.folder_corpus import build_folder_corpus, detect_source
-from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset
-from dmospeech.data.latents import LatentStore
-from dmospeech.data.speed_copies import recogniser_speed_copies, with_copies_states
-from dmospeech.data.whisper_states import whisper_encoder_states
-from dmospeech.models.whisper_phones import head_phone_error_rate
-from dmospeech.text import Vocabulary
-from dmospeech.train import train
-from dmospeech.trainers.asr import ASRCriticTask
+from dmospeech.codec.folder_corpus import build_folder_corpus, detect_source
+from dmospeech.codec.latent_text import FRAME_RATE, LatentTextDataset
+from dmospeech.codec.latents import LatentStore
+from dmospeech.critics.speed_copies import recogniser_speed_copies, with_copies_states
+from dmospeech.critics.whisper_states import whisper_encoder_states
+from dmospeech.critics.whisper_phones import head_phone_error_rate
+from dmospeech.data.text import Vocabulary
+from dmospeech.ops.training import train
+from dmospeech.critics.asr_trainer import ASRCriticTask
 
 
 

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from dmospeech.audio import AudioError, write_audio_atomic
+from dmospeech.ops.audio import AudioError, write_audio_atomic
 from dmospeech.config import load_params
 from dmospeech.data.datasets import Clip
 from dmospeech.data.resample import condition_file
-from dmospeech.models.codec import Codec
-from dmospeech.train import train
-from dmospeech.trainers.codec import CodecTask
+from dmospeech.codec.model import Codec
+from dmospeech.ops.training import train
+from dmospeech.codec.trainer import CodecTask
 
 EXTS = {".wav", ".flac", ".mp3", ".ogg"}
 

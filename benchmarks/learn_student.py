@@ -5,7 +5,7 @@ their own first 30 % (same seeds for every model):
       the teacher's own 4-step DDPM samples to them: the mean mel-DTW distance of paired samples (same
       sentence, prompt and seed), and the Frechet distance between the log-mel frame distributions of
       all samples (the samplers draw different renditions, so a distribution distance is the one DMD
-      optimises); --floor adds both distances for the teacher's own 128-step samples with other seeds;
+      optimises); --floor adds both distances for the teacher's own samples (evaluate.teacher_sampler) with other seeds;
   (b) the recogniser's CTC loss on student samples with lambda_CTC on vs off (ablation run);
   (c) the verifier's cosine between student samples and their prompt with lambda_SV on vs off.
 
@@ -33,20 +33,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmospeech.atomic import write_text_atomic
-from dmospeech.checkpoint import read_run_config
-from dmospeech.config import DiffusionConfig, from_dict, load_params
-from dmospeech.data.folder_corpus import build_folder_corpus
-from dmospeech.data.latent_text import LatentTextDataset
-from dmospeech.data.latents import LatentStore, denormalize
-from dmospeech.metrics import frechet_distance, log_mel, mel_dtw_distance
-from dmospeech.models.asr import LatentASR, ctc_loss
-from dmospeech.models.codec import Codec
-from dmospeech.models.dit import DiT
-from dmospeech.models.speaker import LatentSpeakerVerifier
-from dmospeech.synthesize import FRAME_RATE, student_latents, teacher_latents
-from dmospeech.train import train
-from dmospeech.trainers.student import PROMPT_FRACTION, StudentTask, speaker_cosine
+from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.checkpoint import read_run_config
+from dmospeech.config import DiffusionConfig, load_params
+from dmospeech.codec.folder_corpus import build_folder_corpus
+from dmospeech.codec.latent_text import LatentTextDataset
+from dmospeech.codec.latents import LatentStore, denormalize
+from dmospeech.evaluation.distances import frechet_distance, log_mel, mel_dtw_distance
+from dmospeech.critics.asr import LatentASR, ctc_loss
+from dmospeech.codec.model import Codec
+from dmospeech.teacher.dit import DiT
+from dmospeech.critics.speaker import LatentSpeakerVerifier
+from dmospeech.codec.latent_text import FRAME_RATE
+from dmospeech.teacher.sampling import student_latents, teacher_latents
+from dmospeech.ops.training import train
+from dmospeech.student.metric_losses import speaker_cosine
+from dmospeech.student.trainer import PROMPT_FRACTION, StudentTask
 
 RUNS = {"full": {}, "no_ctc": {"ctc": 0.0}, "no_sv": {"sv": 0.0}}
 
@@ -117,7 +119,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=None,
                         help="latent cache of the folders (default OUT/corpus; shared with learn_asr.py/learn_sv.py)")
     parser.add_argument("--floor", action="store_true",
-                        help="also print the distance between two seeds of the teacher's own 128-step samples")
+                        help="also print the distance between two seeds of the teacher's own samples (evaluate.teacher_sampler)")
     parser.add_argument("--weight", action="append", default=[], metavar="TERM=VALUE",
                         help="set a loss weight of every run before its ablation, e.g. ctc=1000 (distill_student.loss_weights)")
     parser.add_argument("--params", default="params.yaml")
@@ -125,7 +127,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     teacher_run = read_run_config(args.teacher)
-    diffusion = from_dict(DiffusionConfig, teacher_run["diffusion"], "diffusion")
+    diffusion = DiffusionConfig.from_run_config(teacher_run["diffusion"])
+    sampler = params.evaluate.teacher_sampler
     base = params.distill_student
     try:
         chosen = {k: float(v) for k, v in (w.split("=", 1) for w in args.weight)}
@@ -148,22 +151,22 @@ def main() -> None:
     asr, sv = LatentASR.from_checkpoint(args.asr), LatentSpeakerVerifier.from_checkpoint(args.sv)
     indices = [int(i) for i in np.linspace(0, len(valid_set) - 1, min(args.sentences, len(valid_set))).round()]
     n_prompts = [max(1, int(PROMPT_FRACTION * valid_set.items[i].num_frames)) for i in indices for _ in range(args.seeds)]
-    teacher_steps = lambda steps: (lambda ph, pr, n, g: teacher_latents(teacher, ph, pr, n, diffusion, steps,  # noqa
-                                                                           generator=g))
+    teacher_steps = lambda steps: (lambda ph, pr, n, g: teacher_latents(  # noqa: E731
+        teacher, ph, pr, n, diffusion.shift, replace(sampler, steps=steps), g))
     rate = codec.cfg.sample_rate
-    reference = generated_audio(sentence_latents(teacher_steps(diffusion.sample_steps), valid_set, indices, args.seeds),
+    reference = generated_audio(sentence_latents(teacher_steps(sampler.steps), valid_set, indices, args.seeds),
                                 codec, stats, n_prompts)
     teacher4 = generated_audio(sentence_latents(teacher_steps(4), valid_set, indices, args.seeds), codec, stats, n_prompts)
     print(f"train: {len(train_set)} segments ({sum(train_set.durations) / 60:.1f} min); {len(indices)} held-out "
           f"sentences x {args.seeds} seeds; teacher {args.teacher}")
     print("distances to the teacher's {}-step samples: mel-DTW (paired, same sentence and seed) and Frechet "
-          "distance of the log-mel frame distributions".format(diffusion.sample_steps))
+          "distance of the log-mel frame distributions".format(sampler.steps))
     print("teacher 4-step DDPM: mel-DTW {:.3f}, Frechet {:.3f}".format(*distances(teacher4, reference, rate)))
     if args.floor:   # two renditions of the teacher itself: the distance a sampler of the same distribution gets
-        again = generated_audio(sentence_latents(teacher_steps(diffusion.sample_steps), valid_set, indices, args.seeds,
+        again = generated_audio(sentence_latents(teacher_steps(sampler.steps), valid_set, indices, args.seeds,
                                                  seed_offset=500), codec, stats, n_prompts)
         print("teacher {}-step, other seeds (floor): mel-DTW {:.3f}, Frechet {:.3f}".format(
-            diffusion.sample_steps, *distances(again, reference, rate)))
+            sampler.steps, *distances(again, reference, rate)))
     results = {}
     inputs = {"sentences": indices, "seeds": args.seeds, "teacher": str(args.teacher.resolve()),
               "asr": str(args.asr.resolve()), "sv": str(args.sv.resolve()), "minutes": args.minutes,
@@ -190,7 +193,7 @@ def main() -> None:
              "loop_steps": result.step}))
         print(f"[{run}] weights {weights}: {result.step} loop steps ({result.step // cfg.score_updates_per_generator} "
               f"generator steps) in {(time.perf_counter() - start) / 60:.1f} min; student 4-step vs teacher "
-              f"{diffusion.sample_steps}-step: mel-DTW {dtw:.3f}, Frechet {frechet:.3f}; recogniser CTC loss {ctc:.3f}; "
+              f"{sampler.steps}-step: mel-DTW {dtw:.3f}, Frechet {frechet:.3f}; recogniser CTC loss {ctc:.3f}; "
               f"verifier cosine to prompt {cosine:.3f}")
         norms = grad_norms(args.out / run / "report")
         print(f"[{run}] mean gradient norm each weighted term gives G's output (section 3.4): "

@@ -26,15 +26,15 @@ from pathlib import Path
 import torch
 
 from dmospeech.config import load_params
-from dmospeech.data.folder_corpus import build_folder_corpus
-from dmospeech.data.latent_text import FRAME_RATE
-from dmospeech.data.latents import LatentStore
-from dmospeech.data.speaker_copies import build_speaker_copies, speaker_trials
-from dmospeech.models.asr import LatentASR
-from dmospeech.models.codec import Codec
-from dmospeech.speaker_teachers import build_teacher
-from dmospeech.train import train
-from dmospeech.trainers.speaker import SpeakerCopyDataset, SVCriticTask, pair_scores
+from dmospeech.codec.folder_corpus import build_folder_corpus
+from dmospeech.codec.latent_text import FRAME_RATE
+from dmospeech.codec.latents import LatentStore
+from dmospeech.critics.speaker_copies import build_speaker_copies, speaker_trials
+from dmospeech.critics.asr import LatentASR
+from dmospeech.codec.model import Codec
+from dmospeech.critics.speaker_teachers import build_teacher
+from dmospeech.ops.training import train
+from dmospeech.critics.sv_trainer import SpeakerCopyDataset, SVCriticTask, pair_scores
 
 
 

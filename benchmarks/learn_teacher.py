@@ -8,7 +8,7 @@ budget on the latents of `--train` folders (encoded by `--codec`) and prints
 Usage: python benchmarks/learn_teacher.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
        --codec CODEC_CHECKPOINT [--sentences 6] [--threads 2] [--out runs/learn_teacher] [--params params.yaml]
 
-Folder layouts are recognised as in `dmospeech.data.folder_corpus`; the corpus cache, checkpoints,
+Folder layouts are recognised as in `dmospeech.codec.folder_corpus`; the corpus cache, checkpoints,
 curves (dvclive) and sample wavs/spectrograms go below OUT.
 """
 from __future__ import annotations
@@ -22,22 +22,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmospeech.audio import write_audio_atomic
-from dmospeech.config import load_params
-from dmospeech.data.folder_corpus import build_folder_corpus
-from dmospeech.data.latent_text import LatentTextDataset
-from dmospeech.data.latents import LatentStore, denormalize
+from dmospeech.ops.audio import write_audio_atomic
+from dmospeech.config import TeacherSamplerConfig, load_params
+from dmospeech.codec.folder_corpus import build_folder_corpus
+from dmospeech.codec.latent_text import LatentTextDataset
+from dmospeech.codec.latents import LatentStore, denormalize
 from dmospeech.data.datasets import Clip, load_clip
-from dmospeech.metrics import mel_dtw_distance
-from dmospeech.models.codec import Codec
-from dmospeech.models.dit import DiT
-from dmospeech.synthesize import FRAME_RATE, teacher_latents
-from dmospeech.train import seed_everything, train
-from dmospeech.trainers.teacher import TeacherTask, validation_loss
+from dmospeech.evaluation.distances import mel_dtw_distance
+from dmospeech.codec.model import Codec
+from dmospeech.teacher.dit import DiT
+from dmospeech.codec.latent_text import FRAME_RATE
+from dmospeech.teacher.sampling import teacher_latents
+from dmospeech.ops.training import seed_everything, train
+from dmospeech.teacher.trainer import TeacherTask, validation_loss
 
 
-def continuation_distances(net: DiT, data: LatentTextDataset, indices: list[int], codec: Codec, diffusion,
-                           out: Path | None, prompt_fraction: float = 0.3) -> tuple[list[float], list[float]]:
+def continuation_distances(net: DiT, data: LatentTextDataset, indices: list[int], codec: Codec, shift: float,
+                           sampler: TeacherSamplerConfig, out: Path | None, prompt_fraction: float = 0.3) -> tuple[list[float], list[float]]:
     """Per sentence: (generated vs real, codec reconstruction vs real) mel-DTW distance of the part after the prompt."""
     generated_d, codec_d = [], []
     rate, hop = codec.cfg.sample_rate, codec.hop_length
@@ -45,8 +46,8 @@ def continuation_distances(net: DiT, data: LatentTextDataset, indices: list[int]
         item, truth = data.items[i], data.latents(i)
         n_prompt = max(1, int(prompt_fraction * len(truth)))
         real = load_clip(Clip(item.segment_id, item.audio_path, item.start_s, item.end_s), rate)[n_prompt * hop:]
-        latents = teacher_latents(net, torch.tensor(item.phoneme_ids), truth[:n_prompt], len(truth), diffusion,
-                                  generator=torch.Generator().manual_seed(int(i)))
+        latents = teacher_latents(net, torch.tensor(item.phoneme_ids), truth[:n_prompt], len(truth), shift, sampler,
+                                  torch.Generator().manual_seed(int(i)))
         with torch.no_grad():
             fake = codec.decode(denormalize(latents, data.stats).T[None])[0, 0, n_prompt * hop:].numpy()
             recon = codec.decode(denormalize(truth, data.stats).T[None])[0, 0, n_prompt * hop:].numpy()
@@ -98,21 +99,22 @@ def main() -> None:
     seed_everything(loop.seed)
     untrained = DiT(cfg.model).eval()
     loss_before = validation_loss(untrained, valid_set, cfg.diffusion)
-    before, floor = continuation_distances(untrained, train_set, sentences, codec, cfg.diffusion, None)
+    sampler = params.evaluate.teacher_sampler
+    before, floor = continuation_distances(untrained, train_set, sentences, codec, cfg.diffusion.shift, sampler, None)
     start = time.perf_counter()
     result = train(task, loop, task.run_config())
     minutes = (time.perf_counter() - start) / 60
     trained = DiT.from_checkpoint(result.checkpoint, "teacher").eval()
     loss_after = validation_loss(trained, valid_set, cfg.diffusion)
     task.write_samples(trained, result.step)
-    after, _ = continuation_distances(trained, train_set, sentences, codec, cfg.diffusion,
+    after, _ = continuation_distances(trained, train_set, sentences, codec, cfg.diffusion.shift, sampler,
                                       Path(loop.report_dir) / "continuations")
     print(f"steps: {result.step} in {minutes:.1f} min ({result.stop_reason}); "
           f"{sum(p.numel() for p in trained.parameters()) / 1e6:.2f}M parameters")
     print(f"held-out diffusion loss: step 0 {loss_before:.4f} -> step {result.step} {loss_after:.4f} "
           f"({100 * (loss_before - loss_after) / loss_before:.1f} % lower)")
     print(f"mel-DTW distance to the real continuation of {len(sentences)} training sentences (30 % prompt, "
-          f"{cfg.diffusion.sample_steps} steps, CFG {cfg.diffusion.cfg_scale:g}): untrained {np.mean(before):.3f}, "
+          f"{sampler.steps} steps, CFG {sampler.cfg_scale:g}): untrained {np.mean(before):.3f}, "
           f"trained {np.mean(after):.3f}, codec reconstruction {np.mean(floor):.3f}")
     print(f"per sentence untrained/trained: " + ", ".join(f"{b:.2f}/{a:.2f}" for b, a in zip(before, after)))
     print(f"samples: {Path(loop.report_dir) / 'samples'} and {Path(loop.report_dir) / 'continuations'}")

@@ -1,5 +1,5 @@
 """How much phone information do the codec latents keep? Fits the same small CTC phone head
-(dmospeech.models.whisper_phones.ConvPhoneHead, `train_asr_critic.distill.phone_head` settings but
+(dmospeech.critics.whisper_phones.ConvPhoneHead, `train_asr_critic.distill.phone_head` settings but
 `--steps`) on three 40-Hz representations of the same training segments and prints each one's phone
 error rate on the held-out segments:
 
@@ -28,12 +28,12 @@ import torch
 import torchaudio
 
 from dmospeech.config import load_params
-from dmospeech.data.folder_corpus import build_folder_corpus
-from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, LatentTextItem
-from dmospeech.data.latents import LatentStore
-from dmospeech.data.whisper_states import segment_audio_16k, states_at_latent_rate, whisper_encoder_states
-from dmospeech.models.whisper_phones import fit_phone_head, head_phone_error_rate, phone_log_posteriors
-from dmospeech.trainers.asr import channel_stats
+from dmospeech.codec.folder_corpus import build_folder_corpus
+from dmospeech.codec.latent_text import FRAME_RATE, LatentTextDataset, LatentTextItem
+from dmospeech.codec.latents import LatentStore
+from dmospeech.critics.whisper_states import segment_audio_16k, states_at_latent_rate, whisper_encoder_states
+from dmospeech.critics.whisper_phones import fit_phone_head, head_phone_error_rate, phone_log_posteriors
+from dmospeech.critics.asr_trainer import channel_stats
 
 MEL_RATE, MEL_HOP = 16000, 400  # 40 frames per second, the latents' rate
 

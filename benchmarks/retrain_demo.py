@@ -119,9 +119,9 @@ def main() -> None:
 
     from dmospeech.config import load_params
     from dmospeech.data.datasets import validated_segments
-    from dmospeech.data.latent_text import training_and_held_out
+    from dmospeech.codec.latent_text import training_and_held_out
     from dmospeech.data.manifest import open_manifests
-    from dmospeech.lineage_audit import artifacts_using, model_lineage
+    from dmospeech.lineage.audit import artifacts_using, model_lineage
 
     timed_retrain(work, "1 first run")
     new = add_speech(work, args.corpus, "kathleen", range(6, 9)) + add_speech(work, args.corpus, "ljspeech", range(6, 8))

@@ -28,9 +28,10 @@ OMP_WAIT_POLICY = os.environ.get("OMP_WAIT_POLICY", "unset")  # what libgomp rea
 import torch  # noqa: E402
 
 from dmospeech.config import load_params
-from dmospeech.models.codec import Codec
-from dmospeech.models.dit import DiT
-from dmospeech.synthesize import FRAME_RATE, student_latents, teacher_latents
+from dmospeech.codec.model import Codec
+from dmospeech.teacher.dit import DiT
+from dmospeech.codec.latent_text import FRAME_RATE
+from dmospeech.teacher.sampling import student_latents, teacher_latents
 
 
 def seconds(fn) -> float:
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--student-runs", type=int, default=5, help="student runs per repeat (their median)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=None, help="teacher steps (default: the profile's, 128)")
+    parser.add_argument("--steps", type=int, default=None, help="teacher steps (default: evaluate.teacher_sampler's, 128)")
     parser.add_argument("--models", nargs="+", choices=["teacher", "student"], default=["teacher", "student"],
                         help="e.g. only the student for the paper profile (its teacher takes ~30 min per sentence here)")
     args = parser.parse_args()
@@ -75,11 +76,13 @@ def main() -> None:
     n_prompt, n_new = round(args.prompt_seconds * FRAME_RATE), round(args.seconds * FRAME_RATE)
     prompt = torch.randn(n_prompt, cfg.model.latent_dim)
     phonemes = torch.randint(1, cfg.model.vocab_size, (round(14 * (args.prompt_seconds + args.seconds)),))
-    steps = args.steps or cfg.diffusion.sample_steps
+    sampler = params.evaluate.teacher_sampler
+    if args.steps:
+        sampler = replace(sampler, steps=args.steps)
 
     def latents() -> torch.Tensor:
-        return teacher_latents(net, phonemes, prompt, n_prompt + n_new, cfg.diffusion, steps,
-                               generator=torch.Generator().manual_seed(0))
+        return teacher_latents(net, phonemes, prompt, n_prompt + n_new, cfg.diffusion.shift, sampler,
+                               torch.Generator().manual_seed(0))
 
     def student() -> torch.Tensor:
         return student_latents(net, phonemes, prompt, n_prompt + n_new, params.distill_student.student_times,
@@ -107,7 +110,7 @@ def main() -> None:
             times[(model, way)] = value
     n_student = len(params.distill_student.student_times)
     for (model, way), seconds in times.items():
-        what = f"{steps} steps, CFG {cfg.diffusion.cfg_scale:g}" if model == "teacher" else f"{n_student} steps"
+        what = f"{sampler.steps} steps, CFG {sampler.cfg_scale:g}" if model == "teacher" else f"{n_student} steps"
         print(f"{model} ({what}) {way:>20}: {seconds:.3f} s, RTF {seconds / args.seconds:.4f}")
     for way in ways if len(args.models) == 2 else ():
         print(f"teacher / student wall-clock ratio ({way}): {times[('teacher', way)] / times[('student', way)]:.1f}x")

@@ -1,4 +1,4 @@
-"""The evaluation metrics (`dmospeech.evaluation_metrics`) measured on real recordings.
+"""The evaluation metrics (`dmospeech.evaluation.metrics`) measured on real recordings.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/validate_metrics.py --corpus ../shared/corpora/dev
            [--max-files N] [--whisper-model base] [--threads 1] [--wer-corpora arctic,kathleen,ljspeech]
@@ -30,10 +30,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dmospeech import evaluation_metrics as M
-from dmospeech.audio import decode_audio, to_mono
+from dmospeech.evaluation import metrics as M
+from dmospeech.ops.audio import decode_audio, to_mono
 from dmospeech.config import load_params
-from dmospeech.data.folder_corpus import detect_source
+from dmospeech.codec.folder_corpus import detect_source
 from dmospeech.data.sources import scan_source
 from dmospeech.data.transcribe import Transcriber
 

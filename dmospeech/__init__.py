@@ -13,7 +13,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def __getattr__(name: str):
     """`from dmospeech import TTS` without importing torch for every `import dmospeech`."""
     if name == "TTS":
-        from dmospeech.tts import TTS
+        from dmospeech.synthesis.tts import TTS
 
         return TTS
     raise AttributeError(f"module 'dmospeech' has no attribute {name!r}")

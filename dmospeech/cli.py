@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from dmospeech.config import ConfigError, deep_merge, load_params, read_yaml
+from dmospeech.config import ConfigError, TeacherSamplerConfig, deep_merge, load_params, read_yaml
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -54,28 +54,28 @@ def model_dir(name: str, params_path: str) -> Path:
     return Path(name)
 
 
-def load_tts(model: Path, transcriber, params, decoder: str | None):
+def load_tts(model: Path, transcriber, params, decoder: str | None, sampler: TeacherSamplerConfig):
     """The model with the decoder asked for. Without --decoder, params' evaluate.decoder is used when
     it can decode this model (the fast decoder exists and was fitted to its codec), else the codec's
     own decoder, with a note on stderr."""
-    from dmospeech.synthesize import SynthesisError
-    from dmospeech.tts import TTS
+    from dmospeech.synthesis.synthesizer import SynthesisError
+    from dmospeech.synthesis.tts import TTS
 
     fast_dir = params.decoder_checkpoint_dir(decoder)
     try:
-        return TTS.from_pretrained(model, transcriber, fast_dir)
+        return TTS.from_pretrained(model, transcriber, fast_dir, sampler)
     except SynthesisError as err:
         if decoder is not None or fast_dir is None:
             raise
         print(f"note: {err}; decoding with the model's own codec decoder", file=sys.stderr)
-        return TTS.from_pretrained(model, transcriber)
+        return TTS.from_pretrained(model, transcriber, sampler=sampler)
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """One sentence (--text, --prompt -> --out) or a batch list (--batch list.tsv -> --out-dir)."""
-    from dmospeech.audio import write_audio_atomic
-    from dmospeech.synthesize import SynthesisError
-    from dmospeech.tts import read_batch_file, write_batch_report
+    from dmospeech.ops.audio import write_audio_atomic
+    from dmospeech.synthesis.synthesizer import SynthesisError
+    from dmospeech.synthesis.tts import read_batch_file, write_batch_report
 
     if args.batch is None and (args.text is None or args.prompt is None or args.out is None):
         print("dmospeech synthesize: give --text, --prompt and --out, or --batch LIST.tsv --out-dir DIR", file=sys.stderr)
@@ -90,7 +90,8 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
         transcriber = _Lazy(lambda: Transcriber(params.segment_audio))
     try:
-        tts = load_tts(model_dir(args.model, args.params), transcriber, params, args.decoder)
+        sampler = TeacherSamplerConfig(cfg_scale=args.cfg_scale)
+        tts = load_tts(model_dir(args.model, args.params), transcriber, params, args.decoder, sampler)
         if args.batch is not None:
             results = tts.synthesize_batch(read_batch_file(args.batch), args.out_dir, steps=args.steps)
             report = write_batch_report(results, Path(args.out_dir) / "batch_report.tsv")
@@ -116,7 +117,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from dmospeech.lineage_audit import LineageError, artifacts_using, model_lineage, render
+    from dmospeech.lineage.audit import LineageError, artifacts_using, model_lineage, render
 
     params = load_params(args.params)
     try:
@@ -138,8 +139,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from dmospeech.lineage_audit import render
-    from dmospeech.registry import Registry, RegistryError
+    from dmospeech.lineage.audit import render
+    from dmospeech.lineage.registry import Registry, RegistryError
 
     registry = Registry(load_params(args.params).retrain.registry_dir)
     try:
@@ -198,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prompt-text", default=None, help="its transcript (default: transcribed by WhisperX)")
     s.add_argument("--model", default="teacher", help="teacher, student (their stages' out_dir in params) or a checkpoint path")
     s.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's: 128 teacher, 4 student)")
+    s.add_argument("--cfg-scale", type=float, default=TeacherSamplerConfig.cfg_scale,
+                   help="teacher: classifier-free guidance scale w of eq. 27 (default: the paper's 2)")
     s.add_argument("--seconds", type=float, default=None, help="length of the generated speech (default: prompt rate)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--decoder", choices=["codec", "fast"], default=None,

@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
-from dmospeech.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.config import PipelineConfig, load_params
 
 _RAN = re.compile(r"^Running stage '([^']+)'")

@@ -28,8 +28,8 @@ from prefect.cache_policies import NO_CACHE
 
 from dmospeech.config import Params, load_params
 from dmospeech.data.changes import source_changes
-from dmospeech.lineage import checkpoint_dirs, lineage_attachment
-from dmospeech.registry import Registry, apply_gate, tree_sha256
+from dmospeech.lineage.records import checkpoint_dirs, lineage_attachment
+from dmospeech.lineage.registry import Registry, apply_gate, tree_sha256
 from flows.pipeline import pipeline_flow, stage_order
 
 

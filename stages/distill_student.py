@@ -2,17 +2,17 @@
 adversarial, CTC and speaker-verification losses (sections 3.2-3.4)."""
 from rich.console import Console
 
-from dmospeech.checkpoint import read_run_config
-from dmospeech.config import DiffusionConfig, from_dict, load_params
-from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
-from dmospeech.data.latents import LatentStats, LatentStore
-from dmospeech.lineage import record_training_segments
-from dmospeech.models.asr import LatentASR
-from dmospeech.models.codec import Codec
-from dmospeech.models.dit import DiT
-from dmospeech.models.speaker import LatentSpeakerVerifier
-from dmospeech.train import latest_checkpoint, train
-from dmospeech.trainers.student import StudentTask
+from dmospeech.ops.checkpoint import read_run_config
+from dmospeech.config import DiffusionConfig, load_params
+from dmospeech.codec.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
+from dmospeech.codec.latents import LatentStats, LatentStore
+from dmospeech.lineage.records import record_training_segments
+from dmospeech.critics.asr import LatentASR
+from dmospeech.codec.model import Codec
+from dmospeech.teacher.dit import DiT
+from dmospeech.critics.speaker import LatentSpeakerVerifier
+from dmospeech.ops.training import latest_checkpoint, train
+from dmospeech.student.trainer import StudentTask
 
 INHERITED = ("codec_checkpoint", "latent_stats", "resample_audio", "phonemize_text")  # what synthesis needs
 
@@ -41,7 +41,7 @@ def main() -> None:
     task = StudentTask(cfg, LatentTextDataset(train_items, store, stats, FRAME_RATE),
                        LatentTextDataset(valid_items, store, stats, FRAME_RATE),
                        DiT.from_checkpoint(teacher_ckpt, "teacher"),
-                       from_dict(DiffusionConfig, teacher_run["diffusion"], "diffusion"),
+                       DiffusionConfig.from_run_config(teacher_run["diffusion"]),
                        LatentASR.from_checkpoint(asr_ckpt), LatentSpeakerVerifier.from_checkpoint(sv_ckpt), extra,
                        Codec.from_checkpoint(teacher_run["codec_checkpoint"]), cfg.loop.report_dir)
     record_training_segments(cfg.loop.out_dir, [it.segment_id for it in train_items], params.manifests(),

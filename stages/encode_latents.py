@@ -14,12 +14,12 @@ from rich.progress import Progress
 
 from dmospeech.config import load_params
 from dmospeech.data.datasets import clips_from_segments
-from dmospeech.data.latents import TRAINING_SEGMENTS_SQL, encode_segments
+from dmospeech.codec.latents import TRAINING_SEGMENTS_SQL, encode_segments
 from dmospeech.data.manifest import Lineage, frame, open_manifests, write_stage_db
 from dmospeech.data.gate_report import finish_gate
-from dmospeech.data.validate_latents import validate_latents
-from dmospeech.models.codec import Codec
-from dmospeech.train import latest_checkpoint
+from dmospeech.codec.validate_latents import validate_latents
+from dmospeech.codec.model import Codec
+from dmospeech.ops.training import latest_checkpoint
 
 def main(params_path: str | Path = "params.yaml") -> int:
     params = load_params(params_path)

@@ -1,4 +1,4 @@
-"""Stage evaluate: teacher (128 steps) and student (4 steps) on the trials, scored as the paper does
+"""Stage evaluate: teacher (evaluate.teacher_sampler, paper 128 steps) and student (its 4 steps) on the trials, scored as the paper does
 (WER, SIM, RTF, CV_f0, F0/energy Wasserstein distances, prosody correlations with the prompt)."""
 import json
 from dataclasses import replace
@@ -7,15 +7,15 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from dmospeech import evaluation_metrics as M
-from dmospeech.atomic import write_text_atomic
+from dmospeech.evaluation import metrics as M
+from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.config import load_params
 from dmospeech.data.datasets import validated_segments
 from dmospeech.data.manifest import open_manifests
-from dmospeech.evaluate import (acoustic_comparisons, cv_f0_of, f0_histogram_rows, read_trials, score_ground_truth,
+from dmospeech.evaluation.evaluate import (acoustic_comparisons, cv_f0_of, f0_histogram_rows, read_trials, score_ground_truth,
                                 score_model, synthesize_all, trials_from_segments, write_trials)
-from dmospeech.evaluation_plots import f0_histogram_png
-from dmospeech.tts import TTS
+from dmospeech.evaluation.plots import f0_histogram_png
+from dmospeech.synthesis.tts import TTS
 
 
 def main() -> None:
@@ -40,7 +40,8 @@ def main() -> None:
         asr_name = f"faster-whisper {cfg.whisper_model}"
     encoder = M.WavLMEncoder(cfg.wavlm_path) if cfg.wavlm_path else M.ResemblyzerEncoder()
     decoder = params.decoder_checkpoint_dir()
-    models = {"teacher": TTS.from_pretrained(params.train_teacher.loop.out_dir, recognizer, decoder),
+    models = {"teacher": TTS.from_pretrained(params.train_teacher.loop.out_dir, recognizer, decoder,
+                                             params.evaluate.teacher_sampler),
               "student": TTS.from_pretrained(params.distill_student.loop.out_dir, recognizer, decoder)}
     renditions = synthesize_all(models, trials, cfg.seed, out / "audio")
     metrics: dict = {"trials": len(trials), "decoder": cfg.decoder,

@@ -4,7 +4,7 @@ from rich.console import Console
 from dmospeech.config import load_params
 from dmospeech.data.manifest import Lineage, read_table, write_stage_db
 from dmospeech.data.phonemize import phonemize_segments
-from dmospeech.text import Vocabulary
+from dmospeech.data.text import Vocabulary
 
 
 def main() -> None:

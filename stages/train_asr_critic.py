@@ -5,14 +5,14 @@ from pathlib import Path
 from rich.console import Console
 
 from dmospeech.config import load_params
-from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
-from dmospeech.data.latents import LatentStats, LatentStore
-from dmospeech.data.speed_copies import recogniser_speed_copies, with_copies_states
-from dmospeech.data.whisper_states import whisper_encoder_states
-from dmospeech.lineage import record_training_segments
-from dmospeech.text import Vocabulary
-from dmospeech.train import train
-from dmospeech.trainers.asr import ASRCriticTask
+from dmospeech.codec.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
+from dmospeech.codec.latents import LatentStats, LatentStore
+from dmospeech.critics.speed_copies import recogniser_speed_copies, with_copies_states
+from dmospeech.critics.whisper_states import whisper_encoder_states
+from dmospeech.lineage.records import record_training_segments
+from dmospeech.data.text import Vocabulary
+from dmospeech.ops.training import train
+from dmospeech.critics.asr_trainer import ASRCriticTask
 
 
 

@@ -3,9 +3,9 @@ from rich.console import Console
 
 from dmospeech.config import load_params
 from dmospeech.data.datasets import audio_training_clips
-from dmospeech.lineage import record_training_segments
-from dmospeech.train import train
-from dmospeech.trainers.codec import CodecTask
+from dmospeech.lineage.records import record_training_segments
+from dmospeech.ops.training import train
+from dmospeech.codec.trainer import CodecTask
 
 
 def main() -> None:

@@ -4,10 +4,10 @@ from rich.console import Console
 
 from dmospeech.config import load_params
 from dmospeech.data.datasets import audio_training_clips
-from dmospeech.lineage import record_training_segments
-from dmospeech.models.codec import Codec
-from dmospeech.train import latest_checkpoint, train
-from dmospeech.trainers.codec import CodecTask
+from dmospeech.lineage.records import record_training_segments
+from dmospeech.codec.model import Codec
+from dmospeech.ops.training import latest_checkpoint, train
+from dmospeech.codec.trainer import CodecTask
 
 
 def main() -> None:

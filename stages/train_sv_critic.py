@@ -6,15 +6,15 @@ from rich.console import Console
 from rich.progress import Progress
 
 from dmospeech.config import load_params
-from dmospeech.data.latent_text import FRAME_RATE, training_and_held_out
-from dmospeech.data.latents import LatentStats, LatentStore
-from dmospeech.data.speaker_copies import build_speaker_copies, speaker_trials
-from dmospeech.lineage import record_training_segments
-from dmospeech.models.asr import LatentASR
-from dmospeech.models.codec import Codec
-from dmospeech.speaker_teachers import build_teacher
-from dmospeech.train import latest_checkpoint, train
-from dmospeech.trainers.speaker import SpeakerCopyDataset, SVCriticTask
+from dmospeech.codec.latent_text import FRAME_RATE, training_and_held_out
+from dmospeech.codec.latents import LatentStats, LatentStore
+from dmospeech.critics.speaker_copies import build_speaker_copies, speaker_trials
+from dmospeech.lineage.records import record_training_segments
+from dmospeech.critics.asr import LatentASR
+from dmospeech.codec.model import Codec
+from dmospeech.critics.speaker_teachers import build_teacher
+from dmospeech.ops.training import latest_checkpoint, train
+from dmospeech.critics.sv_trainer import SpeakerCopyDataset, SVCriticTask
 
 
 

@@ -4,12 +4,12 @@ from dataclasses import asdict
 from rich.console import Console
 
 from dmospeech.config import load_params
-from dmospeech.data.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
-from dmospeech.data.latents import LatentStats, LatentStore
-from dmospeech.lineage import record_training_segments
-from dmospeech.models.codec import Codec
-from dmospeech.train import latest_checkpoint, train
-from dmospeech.trainers.teacher import TeacherTask
+from dmospeech.codec.latent_text import FRAME_RATE, LatentTextDataset, training_and_held_out
+from dmospeech.codec.latents import LatentStats, LatentStore
+from dmospeech.lineage.records import record_training_segments
+from dmospeech.codec.model import Codec
+from dmospeech.ops.training import latest_checkpoint, train
+from dmospeech.teacher.trainer import TeacherTask
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from dmospeech.config import load_params
 from dmospeech.data.gate_report import finish_gate
 from dmospeech.data.validate import validate_manifests
-from dmospeech.text import Vocabulary
+from dmospeech.data.text import Vocabulary
 
 
 def main(params_path: str | Path = "params.yaml") -> int:

@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from dmospeech.data.datasets import Clip
-from dmospeech.train import train
-from dmospeech.trainers.codec import CodecTask
+from dmospeech.ops.training import train
+from dmospeech.codec.trainer import CodecTask
 from tests.helpers import params, voiced, write
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from dmospeech.config import OptimizerConfig, TrainLoopConfig
-from dmospeech.train import Part, seed_everything, train
+from dmospeech.ops.training import Part, seed_everything, train
 
 OPT = OptimizerConfig(lr=1e-2, min_lr=1e-3, betas=(0.9, 0.99), weight_decay=0.01, warmup_steps=3, grad_clip=1.0)
 RUN_CONFIG = {"model": {"hidden": 16}, "data": {"items": 48}}
@@ -103,7 +103,7 @@ def weights_hash(task: ToyTask) -> str:
 
 def _kill_while_saving(step: int) -> None:
     """Make the checkpoint writer SIGKILL this process after the first file of `step_<step>`."""
-    from dmospeech import checkpoint
+    from dmospeech.ops import checkpoint
 
     write = checkpoint._write_safetensors
 

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from dmospeech.audio import read_region
+from dmospeech.ops.audio import read_region
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dmospeech import audio as A
+from dmospeech.ops import audio as A
 from dmospeech.config import PrepareDemoCorpusConfig
 
 LICENCE = """Demo corpus assembled by `dvc repro prepare_demo_corpus`.

@@ -14,7 +14,7 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from dmospeech.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.data.manifest import QUARANTINE_REASONS
 from dmospeech.data.validate import ValidationReport
 

@@ -5,7 +5,7 @@ import pandas as pd
 
 from dmospeech.config import PhonemizeTextConfig
 from dmospeech.data.manifest import Lineage, frame, quarantine_row
-from dmospeech.text import Phonemizer, UnpronounceableText, Vocabulary, normalize_text, unpronounceable_characters
+from dmospeech.data.text import Phonemizer, UnpronounceableText, Vocabulary, normalize_text, unpronounceable_characters
 
 
 def phonemize_segments(segments: pd.DataFrame, cfg: PhonemizeTextConfig, vocab: Vocabulary, lineage: Lineage,

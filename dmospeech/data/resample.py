@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dmospeech import audio as A
-from dmospeech.atomic import write_text_atomic
+from dmospeech.ops import audio as A
+from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.config import ResampleAudioConfig
 from dmospeech.data.manifest import Lineage, frame, quarantine_row
 

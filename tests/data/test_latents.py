@@ -14,10 +14,10 @@ import torch
 
 from dmospeech.config import EncodeLatentsConfig
 from dmospeech.data.datasets import Clip, load_clip
-from dmospeech.data.latents import (LatentStats, LatentStore, NonFiniteLatentsError, denormalize,
+from dmospeech.codec.latents import (LatentStats, LatentStore, NonFiniteLatentsError, denormalize,
                                     encode_segments, equal_frame_batches, normalize)
 from dmospeech.data.manifest import Lineage, frame, write_stage_db
-from dmospeech.models.codec import Codec
+from dmospeech.codec.model import Codec
 from tests.data.test_validate import audio as audio_row, segment as segment_row
 from tests.helpers import params, voiced, write
 
@@ -168,7 +168,7 @@ def test_nan_latents_name_the_segment(codec, clips, tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- the GX gate (imports GX, ~15 s)
 def check(latents):
-    from dmospeech.data.validate_latents import check_latents
+    from dmospeech.codec.validate_latents import check_latents
 
     con = duckdb.connect()
     con.register("latents", latents)
@@ -196,7 +196,7 @@ def test_suite_fails_naming_the_segment(encoded, column, corrupt, expectation):
 
 
 def test_validate_latents_requires_every_training_segment(encoded, clips, tmp_path):
-    from dmospeech.data.validate_latents import validate_latents
+    from dmospeech.codec.validate_latents import validate_latents
 
     segments = [segment_row(FILE_ID, i, c.start_s, c.end_s, "spk", "train") for i, c in enumerate(clips)]
     audio = write_stage_db(tmp_path / "audio.duckdb", {"audio": frame("audio", [audio_row(FILE_ID, "spk", "train", 2.0)])})

@@ -10,7 +10,7 @@ from dmospeech.data.ingest import merge_sources, scan_rows
 from dmospeech.data.manifest import Lineage, QUARANTINE_REASONS
 from dmospeech.data.phonemize import phonemize_segments
 from dmospeech.data.resample import resample_corpus
-from dmospeech.text import Vocabulary
+from dmospeech.data.text import Vocabulary
 from tests.helpers import PROJECT_ROOT, params, voiced, write
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from dmospeech import audio as A
+from dmospeech.ops import audio as A
 from dmospeech.config import SourceConfig, SplitConfig
 from dmospeech.data.ingest import merge_sources, scan_rows
 from dmospeech.data.manifest import Lineage

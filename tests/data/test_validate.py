@@ -17,7 +17,7 @@ from dmospeech.config import ValidateManifestConfig, deep_merge, read_yaml
 from dmospeech.data.manifest import Lineage, frame, schema_statements, write_stage_db
 from dmospeech.data.gate_report import write_report
 from dmospeech.data.validate import ValidationReport, validate_manifests
-from dmospeech.text import Vocabulary
+from dmospeech.data.text import Vocabulary
 from tests.helpers import PROJECT_ROOT, params
 
 SAMPLE_RATE = 48000

@@ -9,9 +9,9 @@ import pytest
 
 from dmospeech.config import load_params
 from dmospeech.data.manifest import Lineage, frame, write_stage_db
-from dmospeech.lineage import lineage_attachment, read_records, record_training_segments
-from dmospeech.lineage_audit import LineageError, artifacts_using, model_lineage
-from dmospeech.registry import GateResult, Registry
+from dmospeech.lineage.records import lineage_attachment, read_records, record_training_segments
+from dmospeech.lineage.audit import LineageError, artifacts_using, model_lineage
+from dmospeech.lineage.registry import GateResult, Registry
 from tests.helpers import PROJECT_ROOT
 
 LIN = Lineage.for_stage("test", {})

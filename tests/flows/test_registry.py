@@ -8,7 +8,7 @@ from dmospeech.config import GateRule, PrepareCorpusConfig, SourceConfig, SplitC
 from dmospeech.data.changes import source_changes
 from dmospeech.data.ingest import scan_db_path, scan_rows
 from dmospeech.data.manifest import Lineage, write_stage_db
-from dmospeech.registry import Registry, RegistryError, apply_gate
+from dmospeech.lineage.registry import Registry, RegistryError, apply_gate
 from tests.helpers import voiced, write
 
 RULES = (GateRule("student.wer", "lower", 0.01), GateRule("student.sim", "higher", 0.02))

@@ -15,8 +15,8 @@ import yaml
 
 from dmospeech.config import load_params
 from dmospeech.data.manifest import open_manifests
-from dmospeech.lineage_audit import artifacts_using, model_lineage
-from dmospeech.registry import Registry
+from dmospeech.lineage.audit import artifacts_using, model_lineage
+from dmospeech.lineage.registry import Registry
 from tests.helpers import PROJECT_ROOT, voiced, write
 
 pytestmark = [pytest.mark.usefixtures("prefect_api"), pytest.mark.slow]  # ~10 DVC runs: 40-90 s

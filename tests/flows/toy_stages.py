@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmospeech.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.config import load_params
 from dmospeech.data.ingest import merge_sources, scan_db_path, scan_rows
 from dmospeech.data.manifest import Lineage, frame, open_manifests, write_stage_db
-from dmospeech.lineage import checkpoint_dirs, checkpoint_step, record_training_segments
+from dmospeech.lineage.records import checkpoint_dirs, checkpoint_step, record_training_segments
 
 
 def prepare() -> None:

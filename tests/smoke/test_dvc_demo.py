@@ -44,7 +44,8 @@ def demo_repo(tmp_path_factory):
     for stage in ("train_teacher", "train_asr_critic", "train_sv_critic"):
         data[stage]["loop"].update(short)
     data["train_teacher"].update(valid_items=2, valid_samples=1)
-    data["train_teacher"]["diffusion"]["sample_steps"] = 16   # the teacher's samples in validation and evaluate
+    data["train_teacher"]["valid_sampler"]["steps"] = 16   # the teacher's samples in validation
+    data["evaluate"]["teacher_sampler"]["steps"] = 16    # and in evaluate
     data["train_asr_critic"]["distill"]["phone_head"]["steps"] = 4
     data["distill_student"]["loop"].update(max_steps=5, checkpoint_every=5, valid_every=1000, log_every=1)
     data["distill_student"].update(valid_items=2, valid_samples=1)

@@ -18,9 +18,9 @@ from dmospeech.data.manifest import Lineage, write_stage_db
 from dmospeech.data.phonemize import phonemize_segments
 from dmospeech.data.resample import resample_corpus
 from dmospeech.data.segment import segment_corpus
-from dmospeech.models.codec import Codec
-from dmospeech.text import Vocabulary
-from dmospeech.train import latest_checkpoint
+from dmospeech.codec.model import Codec
+from dmospeech.data.text import Vocabulary
+from dmospeech.ops.training import latest_checkpoint
 from tests.codec_run import tiny_codec_config
 from tests.helpers import PROJECT_ROOT, child_env, params, voiced, write
 

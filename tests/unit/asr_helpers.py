@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from dmospeech.checkpoint import save_checkpoint
+from dmospeech.ops.checkpoint import save_checkpoint
 from dmospeech.config import LatentASRConfig
-from dmospeech.data.latent_text import LatentTextDataset, LatentTextItem
-from dmospeech.data.latents import LatentStats, LatentStore, ShardWriter
-from dmospeech.models.asr import LatentASR
+from dmospeech.codec.latent_text import LatentTextDataset, LatentTextItem
+from dmospeech.codec.latents import LatentStats, LatentStore, ShardWriter
+from dmospeech.critics.asr import LatentASR
 
 TINY = LatentASRConfig(latent_dim=8, dim=16, ff_dim=32, heads=2, layers=2, conv_kernel=5, dropout=0.0, vocab_size=12)
 

@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from dmospeech.checkpoint import save_checkpoint
+from dmospeech.ops.checkpoint import save_checkpoint
 from dmospeech.config import LatentMaskingConfig
-from dmospeech.data.latent_text import collate_latent_text
-from dmospeech.models.asr import (BLANK, LatentASR, ctc_loss, ctc_min_frames, edit_distance, greedy_decode,
+from dmospeech.codec.latent_text import collate_latent_text
+from dmospeech.critics.asr import (BLANK, LatentASR, ctc_loss, ctc_min_frames, edit_distance, greedy_decode,
                                   phone_error_rate)
-from dmospeech.train import train
-from dmospeech.trainers.asr import ASRCriticTask, mask_latents
+from dmospeech.ops.training import train
+from dmospeech.critics.asr_trainer import ASRCriticTask, mask_latents
 from tests.helpers import params
 from tests.unit.asr_helpers import TINY, fabricated_dataset, saved_asr
 

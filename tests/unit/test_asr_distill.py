@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from dmospeech.config import PhoneHeadConfig
-from dmospeech.data.latent_text import LatentTextItem
-from dmospeech.data.whisper_states import STATE_HOP, WINDOW, WhisperEncoder, states_at_latent_rate
-from dmospeech.models.asr import LatentASR, distill_loss, posterior_distill_loss
-from dmospeech.models.whisper_phones import fit_phone_head, head_phone_error_rate, phone_log_posteriors
-from dmospeech.train import train
-from dmospeech.trainers.asr import ASRCriticTask
+from dmospeech.codec.latent_text import LatentTextItem
+from dmospeech.critics.whisper_states import STATE_HOP, WINDOW, WhisperEncoder, states_at_latent_rate
+from dmospeech.critics.asr import LatentASR, distill_loss, posterior_distill_loss
+from dmospeech.critics.whisper_phones import fit_phone_head, head_phone_error_rate, phone_log_posteriors
+from dmospeech.ops.training import train
+from dmospeech.critics.asr_trainer import ASRCriticTask
 from tests.helpers import params
 from tests.unit.asr_helpers import TINY, fabricated_dataset, saved_asr
 
@@ -87,7 +87,7 @@ def test_long_clips_are_encoded_in_30_second_pieces():
 
 
 def test_encoder_states_are_cached_by_segments_and_model(tmp_path, monkeypatch):
-    import dmospeech.data.whisper_states as ws
+    import dmospeech.critics.whisper_states as ws
     import soundfile as sf
 
     audio = np.random.default_rng(1).standard_normal(48000 * 2).astype(np.float32) * 0.1

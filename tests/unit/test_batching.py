@@ -3,7 +3,7 @@ disjoint equal rank shards, resumable at (epoch, batch index)."""
 import numpy as np
 import pytest
 
-from dmospeech.data.batching import LengthBucketSampler
+from dmospeech.ops.batching import LengthBucketSampler
 
 
 def durations(n=200, seed=0):

@@ -4,8 +4,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from dmospeech.models.codec import Codec, frames_for_samples, kl_loss
-from dmospeech.models.codec_loss import CodecLoss, build_discriminator
+from dmospeech.codec.model import Codec, frames_for_samples, kl_loss
+from dmospeech.codec.loss import CodecLoss, build_discriminator
 from tests.helpers import params
 
 

@@ -4,8 +4,9 @@ import math
 import pytest
 import torch
 
-from dmospeech.diffusion import (cfg, ddpm_step, eps_from_v, impose_prompt, random_prompt_mask, sample_ddpm,
-                                 shifted_cosine, v_target, x0_from_v)
+from dmospeech.teacher.diffusion import (eps_from_v, guided_velocity, impose_prompt, random_prompt_mask, shifted_cosine,
+                                         v_target, x0_from_v)
+from dmospeech.teacher.sampling import ddpm_step, ddpm_times, sample_ddpm, x0_function
 
 
 def test_shifted_cosine_hand_values():
@@ -51,8 +52,8 @@ def test_functions_broadcast_per_batch_item():
 
 def test_cfg_hand_values_and_scale_zero():
     cond, uncond = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 1.0])
-    assert torch.allclose(cfg(cond, uncond, 2.0), torch.tensor([2.0, -8.0]))
-    assert torch.equal(cfg(cond, uncond, 0.0), cond)
+    assert torch.allclose(guided_velocity(cond, uncond, 2.0), torch.tensor([2.0, -8.0]))
+    assert torch.equal(guided_velocity(cond, uncond, 0.0), cond)
 
 
 def test_ddpm_step_hand_values():
@@ -96,8 +97,8 @@ def test_oracle_chain_returns_x0():
         alpha, sigma = shifted_cosine(t)
         return (alpha[:, None, None] * x - x0) / sigma[:, None, None]
 
-    out = sample_ddpm(oracle_v, torch.randn(2, 30, 8, generator=g), torch.zeros_like(x0),
-                      torch.zeros(2, 30, dtype=torch.bool), steps=128, generator=g)
+    out = sample_ddpm(x0_function(oracle_v, 0.5), torch.randn(2, 30, 8, generator=g), torch.zeros_like(x0),
+                      torch.zeros(2, 30, dtype=torch.bool), ddpm_times(128), generator=g)
     assert torch.allclose(out, x0, atol=1e-4)
 
 
@@ -105,7 +106,8 @@ def test_sampler_keeps_the_prompt():
     prompt = torch.randn(1, 10, 4)
     mask = torch.zeros(1, 10, dtype=torch.bool)
     mask[0, :4] = True
-    out = sample_ddpm(lambda x, t: torch.zeros_like(x), torch.randn(1, 10, 4), prompt, mask, steps=8)
+    out = sample_ddpm(x0_function(lambda x, t: torch.zeros_like(x), 0.5), torch.randn(1, 10, 4), prompt, mask,
+                      ddpm_times(8))
     assert torch.equal(out[0, :4], prompt[0, :4])
     assert torch.equal(impose_prompt(torch.zeros(1, 10, 4), prompt, mask)[0, 4:], torch.zeros(6, 4))
 
@@ -126,3 +128,9 @@ def test_random_prompt_mask_is_one_contiguous_span_up_to_half():
     assert 0.15 < sum(fractions) / len(fractions) < 0.3           # uniform 0-50 %: mean about 25 %
     starts = {int(row.nonzero()[0]) for row in mask[::4] if row.any()}
     assert len(starts) > 10                                       # the span moves
+
+
+def test_ddpm_times_are_uniform_from_one_and_need_a_step():
+    assert ddpm_times(4) == (1.0, 0.75, 0.5, 0.25)
+    with pytest.raises(ValueError, match="steps >= 1"):
+        ddpm_times(0)

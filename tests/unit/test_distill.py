@@ -1,9 +1,10 @@
 """DMD2 maths (NOTES §5-§7): DMD gradient, update ratio, loss gating, student sampler and simulation."""
 import torch
 
-from dmospeech.diffusion import shifted_cosine
-from dmospeech.distill import (dmd_loss, is_generator_step, loss_weight, lsgan_discriminator_loss,
-                               lsgan_generator_loss, sample_student, simulate_student_input)
+from dmospeech.student.dmd import (dmd_loss, is_generator_step, loss_weight, lsgan_discriminator_loss,
+                                   lsgan_generator_loss, simulate_student_input)
+from dmospeech.teacher.diffusion import shifted_cosine
+from dmospeech.teacher.sampling import sample_student
 
 TIMES = (1.0, 0.75, 0.5, 0.25)
 

@@ -4,8 +4,8 @@ from dataclasses import replace
 import torch
 
 from dmospeech.config import load_params
-from dmospeech.models.dit import DiT
-from dmospeech.trainers.teacher import diffusion_loss
+from dmospeech.teacher.dit import DiT
+from dmospeech.teacher.diffusion import diffusion_loss
 from tests.helpers import PROJECT_ROOT, params
 
 TINY = replace(params().train_teacher.model, dim=32, ff_dim=64, heads=2, encoder_layers=1, decoder_layers=2)

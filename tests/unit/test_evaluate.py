@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmospeech.evaluate import f0_histogram_rows, read_trials, trials_from_segments, write_trials
+from dmospeech.evaluation.evaluate import f0_histogram_rows, read_trials, trials_from_segments, write_trials
 from tests.helpers import voiced, write
 
 

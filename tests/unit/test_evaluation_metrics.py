@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from dmospeech import evaluation_metrics as M
-from dmospeech.audio import decode_audio, to_mono
-from dmospeech.prosody import ENERGY_FLOOR_DB
+from dmospeech.evaluation import metrics as M
+from dmospeech.ops.audio import decode_audio, to_mono
+from dmospeech.evaluation.prosody import ENERGY_FLOOR_DB
 from tests.helpers import params, voiced
 
 SR = 16000

@@ -5,10 +5,10 @@ from dataclasses import asdict, replace
 import pytest
 import torch
 
-from dmospeech.checkpoint import read_run_config, save_checkpoint
-from dmospeech.models.codec import Codec, FastDecoder
-from dmospeech.train import latest_checkpoint, train
-from dmospeech.trainers.codec import CodecTask
+from dmospeech.ops.checkpoint import read_run_config, save_checkpoint
+from dmospeech.codec.model import Codec, FastDecoder
+from dmospeech.ops.training import latest_checkpoint, train
+from dmospeech.codec.trainer import CodecTask
 from tests.codec_run import fabricated_clips, tiny_codec_config
 from tests.helpers import params
 

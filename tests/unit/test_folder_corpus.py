@@ -3,9 +3,9 @@ from dataclasses import asdict, replace
 
 import torch
 
-from dmospeech.checkpoint import save_checkpoint
-from dmospeech.data.folder_corpus import build_folder_corpus, detect_source
-from dmospeech.models.codec import Codec
+from dmospeech.ops.checkpoint import save_checkpoint
+from dmospeech.codec.folder_corpus import build_folder_corpus, detect_source
+from dmospeech.codec.model import Codec
 from tests.helpers import params, voiced, write
 
 TEXTS = ["the cat sat on the mat", "a dog ran home", "she reads a book", "we walk to the park"]

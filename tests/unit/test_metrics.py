@@ -1,11 +1,11 @@
-"""Distances of dmospeech.metrics: the Fréchet distance against its closed form, and the mel-DTW
+"""Distances of dmospeech.evaluation.distances: the Fréchet distance against its closed form, and the mel-DTW
 distance's invariance to timing."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dmospeech.metrics import frechet_distance, mel_dtw_distance
+from dmospeech.evaluation.distances import frechet_distance, mel_dtw_distance
 
 
 def test_frechet_distance_of_known_gaussians():

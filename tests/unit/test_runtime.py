@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmospeech.runtime import cached_by_rank_zero
+from dmospeech.ops.runtime import cached_by_rank_zero
 
 
 def test_rank_zero_loads_once_and_may_find_nothing(monkeypatch):

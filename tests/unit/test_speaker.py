@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from dmospeech.checkpoint import save_checkpoint
+from dmospeech.ops.checkpoint import save_checkpoint
 from dmospeech.config import CodecConfig, LatentASRConfig, SpeakerTeachersConfig, SpeakerVerifierConfig
-from dmospeech.data.latent_text import LatentTextItem
-from dmospeech.data.latents import LatentStats, LatentStore, ShardWriter, encode_audio
-from dmospeech.data.speaker_copies import SpeakerCopy, TrialSet, build_speaker_copies, speaker_trials
-from dmospeech.models.asr import LatentASR
-from dmospeech.models.codec import Codec
-from dmospeech.models.speaker import LatentSpeakerVerifier, distillation_loss
-from dmospeech.speaker_teachers import (ConcatTeacher, ResemblyzerTeacher, WavLMTeacher, WeSpeakerTeacher,
+from dmospeech.codec.latent_text import LatentTextItem
+from dmospeech.codec.latents import LatentStats, LatentStore, ShardWriter, encode_audio
+from dmospeech.critics.speaker_copies import SpeakerCopy, TrialSet, build_speaker_copies, speaker_trials
+from dmospeech.critics.asr import LatentASR
+from dmospeech.codec.model import Codec
+from dmospeech.critics.speaker import LatentSpeakerVerifier, distillation_loss
+from dmospeech.critics.speaker_teachers import (ConcatTeacher, ResemblyzerTeacher, WavLMTeacher, WeSpeakerTeacher,
                                         build_teacher, pitch_shift)
-from dmospeech.train import train
-from dmospeech.trainers.speaker import SpeakerCopyDataset, SVCriticTask, equal_error_rate, verification_metrics
+from dmospeech.ops.training import train
+from dmospeech.critics.sv_trainer import SpeakerCopyDataset, SVCriticTask, equal_error_rate, verification_metrics
 from tests.helpers import params, voiced, write
 from tests.unit.asr_helpers import saved_asr
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from dmospeech.checkpoint import save_checkpoint
-from dmospeech.data.folder_corpus import build_folder_corpus
-from dmospeech.data.latents import LatentStore
-from dmospeech.data.speed_copies import (build_speed_copies, copy_id, original_id, recogniser_speed_copies,
+from dmospeech.ops.checkpoint import save_checkpoint
+from dmospeech.codec.folder_corpus import build_folder_corpus
+from dmospeech.codec.latents import LatentStore
+from dmospeech.critics.speed_copies import (build_speed_copies, copy_id, original_id, recogniser_speed_copies,
                                          speed_perturb, with_copies_states)
-from dmospeech.models.codec import Codec
+from dmospeech.codec.model import Codec
 from tests.helpers import params, voiced, write
 
 

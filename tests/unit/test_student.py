@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from dmospeech.config import LatentASRConfig, SpeakerVerifierConfig
-from dmospeech.models.asr import LatentASR
-from dmospeech.models.dit import DiT
-from dmospeech.models.speaker import LatentSpeakerVerifier
-from dmospeech.trainers.student import StudentTask
+from dmospeech.critics.asr import LatentASR
+from dmospeech.teacher.dit import DiT
+from dmospeech.critics.speaker import LatentSpeakerVerifier
+from dmospeech.student.trainer import StudentTask
 from tests.helpers import params
 
 P = params()

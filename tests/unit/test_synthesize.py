@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from dmospeech.checkpoint import save_checkpoint
+from dmospeech.ops.checkpoint import save_checkpoint
 from dmospeech.cli import main as cli_main
-from dmospeech.data.latents import LatentStats
-from dmospeech.models.codec import Codec
-from dmospeech.models.dit import DiT
-from dmospeech.synthesize import SynthesisError, Synthesizer, target_frames
+from dmospeech.codec.latents import LatentStats
+from dmospeech.codec.model import Codec
+from dmospeech.teacher.dit import DiT
+from dmospeech.synthesis.synthesizer import SynthesisError, Synthesizer, target_frames
 from tests.helpers import params, voiced, write
 
 
@@ -86,7 +86,7 @@ def test_cli_synthesize(teacher_dir, tmp_path, capsys):
 
 def test_python_api_and_batch_with_a_failing_item(teacher_dir, tmp_path):
     from dmospeech import TTS
-    from dmospeech.tts import read_batch_file
+    from dmospeech.synthesis.tts import read_batch_file
 
     prompt = write(tmp_path / "voice.wav", voiced(1.0, 16000))
     tts = TTS.from_pretrained(teacher_dir)
@@ -109,7 +109,7 @@ def test_python_api_and_batch_with_a_failing_item(teacher_dir, tmp_path):
 
 
 def test_batch_file_errors(tmp_path):
-    from dmospeech.tts import read_batch_file
+    from dmospeech.synthesis.tts import read_batch_file
 
     bad = tmp_path / "bad.tsv"
     bad.write_text("sentence\tvoice\nhello\tx.wav\n")
@@ -121,8 +121,8 @@ def test_batch_file_errors(tmp_path):
 
 
 def test_a_fast_decoder_fitted_to_the_models_codec_decodes_it(teacher_dir, tmp_path):
-    from dmospeech.checkpoint import read_run_config
-    from dmospeech.synthesize import resolve_checkpoint
+    from dmospeech.ops.checkpoint import read_run_config
+    from dmospeech.synthesis.synthesizer import resolve_checkpoint
 
     p = params()
     codec_dir = read_run_config(resolve_checkpoint(teacher_dir))["codec_checkpoint"]

@@ -1,7 +1,7 @@
 """Text normalisation, the IPA vocabulary and espeak-ng phonemization."""
 import pytest
 
-from dmospeech.text import Phonemizer, UnpronounceableText, Vocabulary, normalize_text, unpronounceable_characters
+from dmospeech.data.text import Phonemizer, UnpronounceableText, Vocabulary, normalize_text, unpronounceable_characters
 from tests.helpers import PROJECT_ROOT, params
 
 

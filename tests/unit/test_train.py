@@ -16,10 +16,10 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from dmospeech.checkpoint import flatten, read_state, unflatten
+from dmospeech.ops.checkpoint import flatten, read_state, unflatten
 from dmospeech.config import OptimizerConfig
-from dmospeech.runtime import rng_state
-from dmospeech.train import EMA, Part, State, latest_checkpoint, load_part_weights, lr_at, read_run_config, train
+from dmospeech.ops.runtime import rng_state
+from dmospeech.ops.training import EMA, Part, State, latest_checkpoint, load_part_weights, lr_at, read_run_config, train
 from tests.helpers import PROJECT_ROOT, child_env
 from tests.toy_task import RUN_CONFIG, ToyTask, loop_config, weights_hash
 

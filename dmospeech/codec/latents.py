@@ -1,0 +1,308 @@
+"""The latent cache: every training segment encoded once by the codec, stored in safetensors shards.
+
+Shapes: b batch, t samples (48 kHz), n latent frames (40 Hz), c latent channels (64).
+
+A shard holds one float32 tensor `latents` (frames, c): segments concatenated along time, never
+split across shards. The `latents` table gives each segment's shard, frame_offset and num_frames,
+with num_frames = ceil(num_samples / hop). `LatentStats` (global per-channel mean and std) is what
+the diffusion stages normalise with.
+
+Batches hold segments of equal frame count only. DAC's convolutions see past a segment's end, so
+zero-padding a short segment up to a longer one changes its last ~5 frames (by up to 1e-3 for a
+randomly initialised tiny codec, 10% of the latents' scale); a segment padded to its own frame
+count is exactly what `Codec.encode` does when it encodes that segment alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.config import EncodeLatentsConfig
+from dmospeech.data.datasets import Clip, load_clip
+from dmospeech.data.manifest import Lineage, frame
+from dmospeech.codec.model import Codec, frames_for_samples
+
+# The segments that get latents: every segment marked for training (all splits) whose audio row
+# exists and that no stage quarantined. Columns feed `clips_from_segments` and the lineage.
+TRAINING_SEGMENTS_SQL = """
+    SELECT g.segment_id, a.audio_path, g.start_s, g.end_s, g.source_sha256
+    FROM segments g JOIN audio a USING (file_id)
+    WHERE g.use_for_training
+      AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.item_id = g.segment_id)
+    ORDER BY g.segment_id"""
+
+SHARD_TENSOR = "latents"
+SHARD_GLOB = "shard_*.safetensors"
+STD_FLOOR = 1e-5  # normalize() divides by max(std, STD_FLOOR): a constant channel stays finite
+
+
+class NonFiniteLatentsError(ValueError):
+    """The codec produced NaN or Inf latents for a segment."""
+
+
+# ----------------------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class LatentStats:
+    """Global per-channel mean and std over every cached frame (the stats JSON)."""
+
+    mean: tuple[float, ...]   # (c,)
+    std: tuple[float, ...]    # (c,)
+    frames: int
+    codec_checkpoint: str
+
+    def write(self, path: str | os.PathLike) -> Path:
+        return write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LatentStats":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"latent stats {path} do not exist: run `dvc repro encode_latents`")
+        data = json.loads(path.read_text())
+        return cls(tuple(data["mean"]), tuple(data["std"]), int(data["frames"]), data["codec_checkpoint"])
+
+
+class ChannelMoments:
+    """Running per-channel sums (float64) of (n, c) latents."""
+
+    def __init__(self, channels: int):
+        self.sum = np.zeros(channels, np.float64)
+        self.sum_sq = np.zeros(channels, np.float64)
+        self.frames = 0
+
+    def add(self, latents: np.ndarray) -> None:
+        z = latents.astype(np.float64)
+        self.sum += z.sum(axis=0)
+        self.sum_sq += np.square(z).sum(axis=0)
+        self.frames += len(z)
+
+    def stats(self, codec_checkpoint: str) -> LatentStats:
+        mean = self.sum / self.frames
+        std = np.sqrt(np.maximum(self.sum_sq / self.frames - np.square(mean), 0.0))
+        return LatentStats(tuple(mean.tolist()), tuple(std.tolist()), self.frames, codec_checkpoint)
+
+
+def _channel_stats(latents: torch.Tensor, stats: LatentStats) -> tuple[torch.Tensor, torch.Tensor]:
+    if latents.shape[-1] != len(stats.mean):
+        raise ValueError(f"latents have {latents.shape[-1]} channels in the last dimension; the stats (codec "
+                         f"{stats.codec_checkpoint}) have {len(stats.mean)}: pass (..., c) latents")
+    mean = torch.tensor(stats.mean, dtype=latents.dtype, device=latents.device)
+    std = torch.tensor(stats.std, dtype=latents.dtype, device=latents.device).clamp(min=STD_FLOOR)
+    return mean, std
+
+
+def normalize(latents: torch.Tensor, stats: LatentStats) -> torch.Tensor:
+    """(..., c) codec latents -> zero mean, unit std per channel."""
+    mean, std = _channel_stats(latents, stats)
+    return (latents - mean) / std
+
+
+def denormalize(latents: torch.Tensor, stats: LatentStats) -> torch.Tensor:
+    """Inverse of `normalize`: (..., c) normalised latents -> codec latents."""
+    mean, std = _channel_stats(latents, stats)
+    return latents * std + mean
+
+
+# ----------------------------------------------------------------------------- shards
+class ShardWriter:
+    """Appends (n, c) segments to the current shard and writes it (temp file + rename) once the
+    next segment would take it past `shard_frames`; a longer segment gets a shard of its own."""
+
+    def __init__(self, out_dir: str | os.PathLike, shard_frames: int):
+        if shard_frames < 1:
+            raise ValueError(f"encode_latents.shard_frames must be at least 1, got {shard_frames}")
+        self.out_dir = Path(out_dir)
+        self.shard_frames = shard_frames
+        self.pending: list[torch.Tensor] = []
+        self.pending_frames = 0
+        self.written: list[str] = []
+
+    @property
+    def current(self) -> str:
+        return f"shard_{len(self.written):05d}.safetensors"
+
+    def add(self, latents: torch.Tensor) -> tuple[str, int]:
+        """Queue (n, c) latents; returns (shard name, frame offset) where they will be stored."""
+        if self.pending and self.pending_frames + len(latents) > self.shard_frames:
+            self.flush()
+        where = (self.current, self.pending_frames)
+        self.pending.append(latents)
+        self.pending_frames += len(latents)
+        return where
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        path = self.out_dir / self.current
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(save({SHARD_TENSOR: torch.cat(self.pending).contiguous()}))  # save_file would make it 0600
+        os.replace(tmp, path)
+        self.written.append(path.name)
+        self.pending, self.pending_frames = [], 0
+
+    def remove_stale(self) -> None:
+        """Delete shards of an earlier run that this run did not write."""
+        for path in self.out_dir.glob(SHARD_GLOB):
+            if path.name not in self.written:
+                path.unlink()
+
+
+INDEX_FILE = "index.json"
+
+
+def read_keyed_index(cache_dir: Path, key: str) -> Optional[dict]:
+    """The index of a cache of derived latents (speaker copies, speed copies) when it was written for
+    `key`, else None. The index is written last, so its presence means the shards beside it are whole."""
+    index = Path(cache_dir) / INDEX_FILE
+    if not index.exists():
+        return None
+    saved = json.loads(index.read_text(encoding="utf-8"))
+    return saved if saved["key"] == key else None
+
+
+class LatentStore:
+    """Reads segments' latents back from the shards in `out_dir` (memory-mapped, one handle per shard)."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.out_dir = Path(out_dir)
+        self._handles: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:  # DataLoader workers open their own handles
+        return {"out_dir": self.out_dir, "_handles": {}}
+
+    def _slice(self, shard: str) -> Any:
+        if shard not in self._handles:
+            path = self.out_dir / shard
+            if not path.exists():
+                raise FileNotFoundError(f"latent shard {path} does not exist: run `dvc repro encode_latents`")
+            self._handles[shard] = safe_open(str(path), framework="pt")
+        return self._handles[shard].get_slice(SHARD_TENSOR)
+
+    def read(self, shard: str, frame_offset: int, num_frames: int) -> torch.Tensor:
+        """One segment's latents, (n, c) float32."""
+        tensor = self._slice(shard)
+        total = tensor.get_shape()[0]
+        if frame_offset < 0 or num_frames < 1 or frame_offset + num_frames > total:
+            raise ValueError(f"cannot read frames [{frame_offset}, {frame_offset + num_frames}) of {shard}, which "
+                             f"holds {total}: the latents table does not match {self.out_dir}; rerun encode_latents")
+        return tensor[frame_offset: frame_offset + num_frames]
+
+    def read_row(self, row: Any) -> torch.Tensor:
+        """Latents of one `latents` table row (anything with shard, frame_offset, num_frames)."""
+        return self.read(row.shard, int(row.frame_offset), int(row.num_frames))
+
+
+# ----------------------------------------------------------------------------- encoding
+def equal_frame_batches(clips: Sequence[Clip], sample_rate: int, hop_length: int,
+                        batch_seconds: float) -> Iterator[list[tuple[Clip, np.ndarray]]]:
+    """Clips loaded shortest first and grouped into batches of equal frame count whose padded
+    audio totals at most `batch_seconds` (a longer clip is a batch of its own)."""
+    batch: list[tuple[Clip, np.ndarray]] = []
+    frames = 0
+    for clip in sorted(clips, key=lambda c: (c.duration_s, c.clip_id)):
+        audio = load_clip(clip, sample_rate)
+        if len(audio) == 0:
+            raise ValueError(f"segment {clip.clip_id}: no audio in {clip.path} between {clip.start_s} and "
+                             f"{clip.end_s} s; the segments manifest does not match the audio: rerun segment_audio")
+        n = frames_for_samples(len(audio), hop_length)
+        if batch and (n != frames or (len(batch) + 1) * n * hop_length > batch_seconds * sample_rate):
+            yield batch
+            batch = []
+        batch.append((clip, audio))
+        frames = n
+    if batch:
+        yield batch
+
+
+def _segment_noise(segment_id: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal noise seeded by the segment id: a sample does not depend on batching."""
+    generator = torch.Generator().manual_seed(int(hashlib.sha256(segment_id.encode()).hexdigest()[:15], 16))
+    return torch.randn(shape, generator=generator)
+
+
+@torch.no_grad()
+def encode_audio(codec: Codec, audios: Sequence[np.ndarray], segment_ids: Sequence[str],
+                 use_mean: bool) -> list[torch.Tensor]:
+    """Audio of equal frame count -> one (n, c) float32 CPU tensor per item: the posterior mean, or
+    z = mean + exp(logscale) * eps (eq. 11) with eps seeded by the segment id."""
+    hop = codec.hop_length
+    n = frames_for_samples(len(audios[0]), hop)
+    device = next(codec.parameters()).device
+    audio = torch.zeros(len(audios), 1, n * hop)  # (b, 1, t) zero-padded as Codec.pad would
+    for i, samples in enumerate(audios):
+        if frames_for_samples(len(samples), hop) != n:
+            raise ValueError(f"encode_audio needs equal frame counts; segment {segment_ids[i]} has "
+                             f"{frames_for_samples(len(samples), hop)}, not {n}")
+        audio[i, 0, : len(samples)] = torch.from_numpy(samples)
+    mean, logscale = codec.encode(audio.to(device))  # (b, c, n) each
+    latents = mean
+    if not use_mean:
+        eps = torch.stack([_segment_noise(sid, tuple(mean.shape[1:])) for sid in segment_ids]).to(device)
+        latents = mean + torch.exp(logscale) * eps
+    return list(latents.float().cpu().transpose(1, 2).contiguous())  # b x (n, c)
+
+
+def check_finite(latents: torch.Tensor, clip: Clip, codec_checkpoint: str) -> None:
+    """Raise NonFiniteLatentsError naming the segment when any latent value is NaN or Inf."""
+    bad = int((~torch.isfinite(latents)).sum())
+    if bad:
+        raise NonFiniteLatentsError(
+            f"segment {clip.clip_id} ({clip.path}, {clip.start_s:.3f}-{clip.end_s:.3f} s): codec {codec_checkpoint} "
+            f"produced {bad} non-finite latent values (NaN/Inf) of {latents.numel()}; check that segment's audio "
+            "and the codec checkpoint (was its training loss finite?)")
+
+
+def encode_segments(codec: Codec, clips: Sequence[Clip], cfg: EncodeLatentsConfig, lineage: Lineage,
+                    out_dir: str | os.PathLike, sample_rate: int, *, codec_checkpoint: str,
+                    source_sha256: Mapping[str, str],
+                    progress: Optional[Callable[[], None]] = None) -> tuple[pd.DataFrame, LatentStats]:
+    """Encode every clip (a training segment) with `codec`; write the shards into `out_dir` (removing
+    shards of an earlier run) and the global stats to `cfg.stats_path`.
+
+    Returns the `latents` table rows and the stats. `source_sha256` maps each segment id to its
+    source file hash (lineage); `progress`, if given, is called once per segment. Raises
+    NonFiniteLatentsError naming the first segment whose latents hold NaN or Inf.
+    """
+    if sample_rate != codec.cfg.sample_rate:
+        raise ValueError(f"the codec {codec_checkpoint} is {codec.cfg.sample_rate} Hz but the audio is {sample_rate} Hz")
+    if not clips:
+        raise ValueError("no segments to encode: the manifests hold no training segments (check validate_manifest)")
+    missing = [clip.clip_id for clip in clips if clip.clip_id not in source_sha256]
+    if missing:
+        raise ValueError(f"no source_sha256 for segment(s) {missing[:5]} ({len(missing)} in all)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = ShardWriter(out_dir, cfg.shard_frames)
+    moments = ChannelMoments(codec.cfg.latent_dim)
+    rows = []
+    for batch in equal_frame_batches(clips, sample_rate, codec.hop_length, cfg.batch_seconds):
+        latents = encode_audio(codec, [audio for _, audio in batch], [clip.clip_id for clip, _ in batch],
+                               cfg.use_mean)
+        for (clip, audio), z in zip(batch, latents):  # z: (n, c)
+            check_finite(z, clip, codec_checkpoint)
+            shard, offset = shards.add(z)
+            moments.add(z.numpy())
+            z64 = z.double()
+            rows.append({"segment_id": clip.clip_id, "shard": shard, "frame_offset": offset, "num_frames": len(z),
+                         "num_samples": len(audio), "mean": float(z64.mean()), "std": float(z64.std(correction=0)),
+                         "min": float(z64.min()), "max": float(z64.max()), "codec_checkpoint": codec_checkpoint,
+                         "source_sha256": source_sha256[clip.clip_id], "parent_id": clip.clip_id,
+                         **lineage.columns()})
+            if progress is not None:
+                progress()
+    shards.flush()
+    shards.remove_stale()
+    stats = moments.stats(codec_checkpoint)
+    stats.write(cfg.stats_path)
+    return frame("latents", rows), stats

@@ -1,0 +1,143 @@
+"""Codec training task (appendix C.1) for the shared loop: DAC-style alternating discriminator and
+generator updates, validation by the multi-scale mel loss on held-out clips with decoded wavs and
+a spectrogram comparison written to the report folder. With `encoder_from`, the encoder is a
+trained codec's, frozen, and only the decoder learns (train_fast_decoder).
+
+Shapes: b batch, t samples (48 kHz).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.audio import write_audio_atomic
+from dmospeech.config import TrainCodecConfig
+from dmospeech.data.datasets import Clip, CropDataset, load_clip, stack_audio
+from dmospeech.codec.model import Codec
+from dmospeech.codec.loss import CodecLoss, build_discriminator
+from dmospeech.ops.training import Part
+
+
+class CodecTask:
+    """Task protocol of dmospeech.ops.training for the DAC-VAE."""
+
+    def __init__(self, cfg: TrainCodecConfig, train_clips: Sequence[Clip], valid_clips: Sequence[Clip],
+                 report_dir: str | Path, encoder_from: str | Path | None = None):
+        self.cfg = cfg
+        self.encoder_from = None if encoder_from is None else Path(encoder_from)
+        self.dataset = CropDataset(train_clips, cfg.crop_seconds, cfg.model.sample_rate)
+        self.durations = self.dataset.durations
+        self.valid_audio = [load_clip(c, cfg.model.sample_rate)[: int(cfg.valid_seconds * cfg.model.sample_rate)]
+                            for c in valid_clips]
+        self.valid_ids = [c.clip_id for c in valid_clips]
+        self.report_dir = Path(report_dir)
+        self._parts: dict[str, Part] = {}
+        self.loss: CodecLoss | None = None
+
+    def collate(self, items: list) -> torch.Tensor:
+        return stack_audio(items)
+
+    def run_config(self) -> dict:
+        """Saved with every checkpoint: the model config (`Codec.from_checkpoint` rebuilds from it) and
+        every setting that changes the training maths, so a resume with different ones is refused."""
+        cfg = asdict(self.cfg)
+        for key in ("valid_clips", "valid_seconds"):
+            cfg.pop(key)
+        cfg["loop"] = {k: cfg["loop"][k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}
+        if self.encoder_from is not None:
+            cfg["encoder_from"] = str(self.encoder_from)
+        return {"task": "codec", **cfg}
+
+    def parts(self) -> list[Part]:
+        if not self._parts:
+            codec = Codec(self.cfg.model)
+            if self.encoder_from is not None:
+                self.load_frozen_encoder(codec)
+            discriminator = build_discriminator(self.cfg.discriminator, self.cfg.model.sample_rate)
+            self.loss = CodecLoss(self.cfg.mel, self.cfg.loss_weights, discriminator, self.cfg.model.sample_rate)
+            self._parts = {"codec": Part("codec", codec, self.cfg.optimizer, ema=True),
+                           "discriminator": Part("discriminator", discriminator, self.cfg.disc_optimizer, ema=False)}
+        return list(self._parts.values())
+
+    def load_frozen_encoder(self, codec: Codec) -> None:
+        """The encoder (EMA weights, as encode_latents uses) of the codec at `encoder_from`, frozen:
+        the latents stay those the downstream models were trained on."""
+        source = Codec.from_checkpoint(self.encoder_from)
+        keys = ("sample_rate", "encoder_dim", "strides", "latent_dim")
+        mismatch = [k for k in keys if getattr(source.cfg, k) != getattr(codec.cfg, k)]
+        if mismatch:
+            raise ValueError(f"the codec at {self.encoder_from} has a different encoder: "
+                             + ", ".join(f"{k} {getattr(source.cfg, k)} vs {getattr(codec.cfg, k)}" for k in mismatch))
+        codec.encoder.load_state_dict(source.encoder.state_dict())
+        codec.encoder.requires_grad_(False)
+
+    def train_step(self, audio: torch.Tensor, step: int, update) -> dict[str, float]:
+        """One DAC step: D on real vs detached reconstructions, then G (eq. 13 + mel + GAN)."""
+        self.loss.gan.discriminator = self._parts["discriminator"].model  # DDP wrapper under torchrun
+        out = self._parts["codec"].model(audio)
+        logs: dict[str, float] = {}
+        adversarial = step >= self.cfg.adversarial_start_step
+        if adversarial:
+            d_losses, d_logs = self.loss.discriminator_losses(out["audio_hat"], audio)
+            logs |= d_logs | update("discriminator", d_losses["adv/disc_loss"])
+        g_losses, g_logs = self.loss.generator_losses(out, audio, adversarial)
+        return logs | g_logs | {"loss/total": g_logs["loss/generator"]} | update("codec", g_losses["loss/generator"])
+
+    def validate(self, step: int) -> dict[str, float]:
+        """Held-out mel loss and samples, with the codec's EMA weights."""
+        self.loss.gan.discriminator = self._parts["discriminator"].module
+        with self._parts["codec"].ema_weights() as codec:
+            mel = self.validation_mel_loss(codec)
+            self.write_samples(codec, step)
+        return {"valid/mel_loss": mel}
+
+    @torch.no_grad()
+    def validation_mel_loss(self, codec: Codec) -> float:
+        """Mean multi-scale mel loss of posterior-mean reconstructions of the validation clips."""
+        losses = []
+        for audio in self.valid_audio:
+            x = torch.from_numpy(audio)[None, None]
+            losses.append(float(self.loss.mel_loss(codec(x, sample=False)["audio_hat"], x)))
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def write_samples(self, codec: Codec, step: int, count: int = 3) -> None:
+        """Decoded validation clips (wav) and a spectrogram comparison (png) in report_dir/samples."""
+        out = self.report_dir / "samples"
+        pairs = []
+        for clip_id, audio in list(zip(self.valid_ids, self.valid_audio))[:count]:
+            x = torch.from_numpy(audio)[None, None]
+            y = codec(x, sample=False)["audio_hat"][0, 0].numpy()
+            write_audio_atomic(out / f"{clip_id}_decoded.wav", y, self.cfg.model.sample_rate, subtype="PCM_16")
+            write_audio_atomic(out / f"{clip_id}_original.wav", audio, self.cfg.model.sample_rate, subtype="PCM_16")
+            pairs.append((clip_id, audio, y))
+        if pairs:
+            spectrogram_png(pairs, self.cfg.model.sample_rate, out / "spectrograms.png", title=f"step {step}")
+            write_text_atomic(out / "step.txt", f"{step}\n")
+
+
+def spectrogram_png(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], sample_rate: int, path: Path,
+                    title: str, names: tuple[str, str] = ("original", "decoded")) -> None:
+    """Two log spectrograms per row (original vs decoded by default), one row per clip."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 2.5 * len(pairs)), squeeze=False)
+    for row, (clip_id, original, decoded) in enumerate(pairs):
+        for col, (name, audio) in enumerate(zip(names, (original, decoded))):
+            axes[row, col].specgram(audio + 1e-7, NFFT=1024, Fs=sample_rate, noverlap=768, cmap="magma")
+            axes[row, col].set_title(f"{clip_id} {name}", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(path)
