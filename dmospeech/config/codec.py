@@ -1,0 +1,100 @@
+"""Params groups of the codec component (appendix C.1): train_codec, train_fast_decoder, encode_latents."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Optional
+
+from dmospeech.config.training import OptimizerConfig, TrainLoopConfig
+
+
+@dataclass(frozen=True)
+class FastDecoderConfig:
+    """Vocos-style decoder of the codec's latents (Siuzdak, 2023): ConvNeXt blocks at the latent
+    frame rate and a linear layer to STFT magnitudes and phases, inverted by an ISTFT of hop = the
+    codec's hop and n_fft = n_fft_hops * hop. Replaces DAC's decoder, whose high-rate convolutions
+    dominate synthesis time on CPU."""
+    dim: int
+    intermediate_dim: int
+    layers: int
+    n_fft_hops: int = 4
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """DAC encoder/decoder with a Gaussian (VAE) bottleneck; hop = prod(strides). With
+    `fast_decoder` set, that decoder replaces DAC's (the encoder and its latents are unchanged)."""
+    sample_rate: int
+    encoder_dim: int
+    strides: tuple[int, ...]
+    latent_dim: int
+    decoder_dim: int
+    fast_decoder: Optional[FastDecoderConfig] = None
+
+    @property
+    def hop_length(self) -> int:
+        hop = 1
+        for stride in self.strides:
+            hop *= stride
+        return hop
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """DAC's multi-period (periods) and multi-resolution STFT (fft_sizes) discriminators."""
+    periods: tuple[int, ...]
+    fft_sizes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MelLossConfig:
+    """DAC's multi-scale mel loss: one STFT per window length."""
+    n_mels: tuple[int, ...]
+    window_lengths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TrainCodecConfig:
+    model: CodecConfig
+    discriminator: DiscriminatorConfig
+    mel: MelLossConfig
+    loss_weights: dict[str, float]   # "mel/loss", "waveform/l1", "kl/loss", "adv/gen_loss", "adv/feat_loss"
+    adversarial_start_step: int
+    crop_seconds: float
+    valid_clips: int
+    valid_seconds: float
+    optimizer: OptimizerConfig
+    disc_optimizer: OptimizerConfig
+    loop: TrainLoopConfig
+
+
+@dataclass(frozen=True)
+class TrainFastDecoderConfig:
+    """A fast decoder fitted to the trained codec's latents: the codec's encoder is loaded and
+    frozen, and only `decoder` (with the discriminator) learns, with the codec's losses."""
+    decoder: FastDecoderConfig
+    discriminator: DiscriminatorConfig
+    mel: MelLossConfig
+    loss_weights: dict[str, float]   # as train_codec's ("kl/loss" is constant: the encoder is frozen)
+    adversarial_start_step: int
+    crop_seconds: float
+    valid_clips: int
+    valid_seconds: float
+    optimizer: OptimizerConfig
+    disc_optimizer: OptimizerConfig
+    loop: TrainLoopConfig
+
+    def codec_training(self, codec: CodecConfig) -> TrainCodecConfig:
+        """The train_codec settings that train `codec` with this decoder in place of its own."""
+        shared = {f.name: getattr(self, f.name) for f in fields(TrainCodecConfig) if f.name != "model"}
+        return TrainCodecConfig(model=replace(codec, fast_decoder=self.decoder), **shared)
+
+
+@dataclass(frozen=True)
+class EncodeLatentsConfig:
+    use_mean: bool            # posterior mean (default) or a sample
+    shard_frames: int         # latent frames per shard file
+    batch_seconds: float
+    out_dir: str
+    manifest: str
+    stats_path: str           # global latent mean/std (JSON) used to normalise latents
+    report_dir: str           # the latents gate's report
