@@ -123,3 +123,61 @@ def import_cycles() -> list[list[Path]]:
         if module not in index:
             visit(module)
     return cycles
+
+
+def stage_script(cmd: str) -> Path:
+    """`python stages/<name>.py [args]` -> stages/<name>.py."""
+    words = cmd.split()
+    scripts = [w for w in words if w.startswith("stages/") and w.endswith(".py")]
+    if len(scripts) != 1:
+        raise ValueError(f"cannot find the stage script in cmd {cmd!r}")
+    return Path(scripts[0])
+
+
+def code_deps(script: Path) -> list[str]:
+    """What a stage's `deps` must name for its code: the script, the package root and every component
+    folder the script loads (directly or through other modules), as DVC paths."""
+    needed = {str(script), str(ROOT_INIT)}
+    for path in transitive_imports(script):
+        name = component(path)
+        if name is not None:
+            needed.add(f"{PACKAGE}/{name}")
+        elif path.parts[0] != PACKAGE:
+            needed.add(str(path))      # another project file outside the package (e.g. a shared stage helper)
+    return sorted(needed)
+
+
+def is_code_dep(dep: str) -> bool:
+    return dep.startswith(("stages/", f"{PACKAGE}/", "flows/"))
+
+
+def write_dvc_code_deps(dvc_yaml: Path = PROJECT_ROOT / "dvc.yaml") -> list[str]:
+    """Rewrite every stage's code deps in dvc.yaml from the imports (comments and data deps kept);
+    returns the stages whose deps changed. `python -m tests.import_graph` runs it."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 120
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    doc = yaml.load(dvc_yaml.read_text())
+    changed = []
+    for name, stage in doc["stages"].items():
+        body = stage.get("do", stage)
+        old = list(body["deps"])
+        data = [d for d in old if not (isinstance(d, str) and is_code_dep(d))]
+        new = code_deps(stage_script(body["cmd"])) + data
+        if new != old:
+            body["deps"].clear()
+            body["deps"].extend(new)
+            changed.append(name)
+    if changed:
+        tmp = dvc_yaml.with_suffix(".yaml.tmp")
+        with tmp.open("w") as out:
+            yaml.dump(doc, out)
+        tmp.replace(dvc_yaml)
+    return changed
+
+
+if __name__ == "__main__":
+    print("stages whose code deps were rewritten:", ", ".join(write_dvc_code_deps()) or "none")
