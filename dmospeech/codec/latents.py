@@ -31,7 +31,7 @@ from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.config import EncodeLatentsConfig
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.manifest import Lineage, frame
-from dmospeech.codec.model import Codec, frames_for_samples
+from dmospeech.codec.model import Codec, frames_for_samples, reparameterize
 
 # The segments that get latents: every segment marked for training (all splits) whose audio row
 # exists and that no stage quarantined. Columns feed `clips_from_segments` and the lineage.
@@ -249,7 +249,7 @@ def encode_audio(codec: Codec, audios: Sequence[np.ndarray], segment_ids: Sequen
     latents = mean
     if not use_mean:
         eps = torch.stack([_segment_noise(sid, tuple(mean.shape[1:])) for sid in segment_ids]).to(device)
-        latents = mean + torch.exp(logscale) * eps
+        latents = reparameterize(mean, logscale, eps)   # eq. 11
     return list(latents.float().cpu().transpose(1, 2).contiguous())  # b x (n, c)
 
 

@@ -127,7 +127,7 @@ class Codec(nn.Module):
     def forward(self, audio: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
         """Reparameterised z = mean + exp(logscale) * eps (eq. 11), decoded; audio_hat cut to t."""
         mean, logscale = self.encode(audio)
-        z = mean + torch.exp(logscale) * torch.randn_like(mean) if sample else mean
+        z = reparameterize(mean, logscale, torch.randn_like(mean)) if sample else mean
         return {"audio_hat": self.decode(z)[..., : audio.shape[-1]], "mean": mean, "logscale": logscale, "z": z}
 
     @classmethod
@@ -139,6 +139,11 @@ class Codec(nn.Module):
         codec = cls(cfg)
         codec.load_state_dict(load_part_weights(checkpoint_dir, "codec", ema=ema))
         return codec.eval()
+
+
+def reparameterize(mean: torch.Tensor, logscale: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """A draw from the codec's Gaussian posterior, eq. 11: z = mean + exp(logscale) * eps."""
+    return mean + torch.exp(logscale) * eps
 
 
 def kl_loss(mean: torch.Tensor, logscale: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

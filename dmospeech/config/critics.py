@@ -34,7 +34,7 @@ class LatentMaskingConfig:
 
 @dataclass(frozen=True)
 class PhoneHeadConfig:
-    """CTC phone head fitted on the Whisper states of the training segments (models.whisper_phones)."""
+    """CTC phone head fitted on the Whisper states of the training segments (critics.whisper_phones)."""
     dim: int = 256
     steps: int = 300
     lr: float = 1.0e-3

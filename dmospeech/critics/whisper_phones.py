@@ -12,7 +12,7 @@ the critic: it reads latents only, and this head is not used after training.
 The same head reads any per-frame features: benchmarks/probe_phones.py fits it on codec latents, a
 log-mel and Whisper states to measure how much phone information each representation carries.
 
-Shapes: n frames at 40 Hz, d feature width, V vocabulary size (CTC blank = id 0, as in models.asr).
+Shapes: n frames at 40 Hz, d feature width, V vocabulary size (CTC blank = id 0, as in critics.asr).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def fit_phone_head(features: Sequence[torch.Tensor], phonemes: Sequence[Sequence
     """A `ConvPhoneHead` fitted with the CTC loss (eq. 29) for `cfg.steps` AdamW steps of
     `cfg.batch_items` segments, shuffled per epoch with `seed`. `features[i]` are segment i's
     standardised features at 40 Hz (n_i, d), `phonemes[i]` its target ids; with `teacher_log_probs`
-    ((n_i, V) per segment) the KL to them is added (models.asr.posterior_distill_loss). A few hundred
+    ((n_i, V) per segment) the KL to them is added (critics.asr.posterior_distill_loss). A few hundred
     small steps with no checkpoint, EMA or validation, so it is a plain function rather than a task of
     the shared training loop; returned in eval mode and frozen."""
     if len(features) != len(phonemes) or not features:
@@ -108,7 +108,7 @@ def phone_log_posteriors(head: ConvPhoneHead, features: Sequence[torch.Tensor], 
 @torch.no_grad()
 def head_phone_error_rate(head: ConvPhoneHead, features: Sequence[torch.Tensor],
                           phonemes: Sequence[Sequence[int]], batch_items: int = 8) -> float:
-    """Phone error rate (models.asr.phone_error_rate) of the head's greedy decoding."""
+    """Phone error rate (critics.asr.phone_error_rate) of the head's greedy decoding."""
     hyps = []
     for start in range(0, len(features), batch_items):
         x, mask = _batch(features[start: start + batch_items])

@@ -1,7 +1,7 @@
 """DMD2 distillation maths (sections 3.2-3.4, appendix C.2.2, C.2.4): the DMD generator loss, the
 student's few-step sampler and its one-step training simulation, LSGAN losses and loss gating.
 
-Conventions are those of `../shared/paper/NOTES.md` §4-§7. Shapes: b batch, n latent frames,
+Conventions are those of docs/equations.md C4-C7. Shapes: b batch, n latent frames,
 c latent channels. Masks are bool, True on generated (non-prompt, non-padding) frames unless named
 otherwise.
 """
@@ -16,7 +16,7 @@ from dmospeech.teacher.sampling import XFunction
 
 def dmd_loss(x0: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor, mask: torch.Tensor
              ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """DMD generator loss, eqs. 19-26 / NOTES §5. p_real = x0 - x0_real, p_fake = x0 - x0_fake,
+    """DMD generator loss, eqs. 19-26 / docs/equations.md C5. p_real = x0 - x0_real, p_fake = x0 - x0_fake,
     grad = (p_real - p_fake) / mean|p_real| per sample (over its generated elements, no gradient);
     loss = 0.5 ||x0 - stopgrad(x0 - grad)||^2 over generated frames / their count, so that
     d loss / d x0 = grad / count on generated frames and 0 elsewhere. mask: (b, n) generated frames."""
@@ -49,20 +49,20 @@ def lsgan_generator_loss(fake_logits: torch.Tensor) -> tuple[dict[str, torch.Ten
 
 
 def loss_weight(name: str, generator_step: int, weights: Mapping[str, float], start_steps: Mapping[str, int]) -> float:
-    """lambda of a generator loss term at a generator step: 0 before its start step (NOTES §7)."""
+    """lambda of a generator loss term at a generator step: 0 before its start step (docs/equations.md C7)."""
     return weights.get(name, 0.0) if generator_step >= start_steps.get(name, 0) else 0.0
 
 
 def is_generator_step(step: int, score_updates_per_generator: int) -> bool:
-    """Section 3.4 / NOTES §7: the student score g_psi updates every step, G and D every
+    """Section 3.4 / docs/equations.md C7: the student score g_psi updates every step, G and D every
     `score_updates_per_generator`-th step (the last of each group)."""
     return (step + 1) % score_updates_per_generator == 0
 
 
 def simulate_student_input(x0_fn: XFunction, latents: torch.Tensor, prompt_mask: torch.Tensor,
                            times: Sequence[float], shift: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """The input G sees at a random step of algorithm 1 during training (NOTES §6): per item a step
-    index k; k = 0 starts from noise at t_0; k > 0 diffuses the ground truth to t_{k-1}, lets the
+    """The input G sees at a random step of algorithm 1 during training (eq. 6, docs/equations.md C6):
+    per item a step index k; k = 0 starts from noise at t_0; k > 0 diffuses the ground truth to t_{k-1}, lets the
     student predict x0 without gradient and re-noises that to t_k. Returns (x_t, t) with the prompt
     imposed on x_t; latents (b, n, c) are the normalised ground truth (its prompt frames are the prompt)."""
     b, device = len(latents), latents.device

@@ -131,13 +131,8 @@ class StudentTask:
         d_losses, logs = lsgan_discriminator_loss(d_logits(noisy_real, disc.model, False),    # eq. 8
                                                   d_logits(noisy_fake.detach(), disc.model, False))
         logs |= update("discriminator", d_losses["adv/disc_loss"])
-        with torch.no_grad():   # real and fake scores at the same x_t (NOTES §5)
-            t_text, t_mask = self.teacher.encode_text(phonemes, phoneme_mask)
-            v_real = guided_v_function(self.teacher, t_text, t_mask, prompt_mask, latent_mask,
-                                       self.cfg.cfg_scale)(noisy_fake.detach(), t)
-            x0_real = x0_from_v(noisy_fake.detach(), v_real, alpha, sigma)
-            x0_fake = x0_from_v(noisy_fake.detach(), score.decode(noisy_fake.detach(), t, text, text_mask, prompt_mask,
-                                                                   latent_mask), alpha, sigma)
+        x0_real, x0_fake = self.real_and_fake_x0(noisy_fake.detach(), t, alpha, sigma, batch, text, text_mask,
+                                                 prompt_mask)
         terms, term_logs = self.generator_terms(batch, x0, x0_real, x0_fake, noisy_fake, d_logits, prompt_mask,
                                                 generated)  # noisy_fake carries the gradient to x0 (eq. 7)
         logs |= term_logs
@@ -149,6 +144,18 @@ class StudentTask:
                 logs[f"grad_norm_x0/{name}"] = float(grad.norm())
             logs[f"weight/{name}"] = weights[name]
         return logs | {"loss/total": float(total.detach())} | update("generator", total)
+
+    @torch.no_grad()
+    def real_and_fake_x0(self, x_t, t, alpha, sigma, batch, text, text_mask, prompt_mask):
+        """x0_real of the teacher f_phi with guidance (eq. 27) and x0_fake of the student score g_psi, both
+        at the same x_t, by eq. 5 in its v form (docs/equations.md C2, C4, C5); `text`, `text_mask` are
+        g_psi's encoding of the phonemes. No gradient."""
+        latent_mask = batch["latent_mask"]
+        t_text, t_mask = self.teacher.encode_text(batch["phonemes"], batch["phoneme_mask"])
+        v_real = guided_v_function(self.teacher, t_text, t_mask, prompt_mask, latent_mask, self.cfg.cfg_scale)(x_t, t)
+        x0_real = x0_from_v(x_t, v_real, alpha, sigma)
+        v_fake = self._parts["score"].module.decode(x_t, t, text, text_mask, prompt_mask, latent_mask)
+        return x0_real, x0_from_v(x_t, v_fake, alpha, sigma)
 
     def generator_terms(self, batch, x0, x0_real, x0_fake, noisy_fake, d_logits, prompt_mask, generated):
         """The unweighted generator losses (weights of zero still log their value)."""

@@ -1,7 +1,7 @@
 """Zero-shot synthesis: a prompt recording and a text -> 48 kHz speech in the prompt's voice.
 
 prompt audio -> 48 kHz (resample_audio settings) -> codec latents (posterior mean) -> normalised;
-prompt transcript + text -> IPA ids; target length by the prompt's speaking rate (NOTES §8);
+prompt transcript + text -> IPA ids; target length by the prompt's speaking rate (docs/equations.md C8);
 128-step DDPM with classifier-free guidance (eq. 27-28), prompt re-imposed at every step;
 denormalise -> codec decoder -> the audio after the prompt.
 
@@ -28,7 +28,7 @@ class SynthesisError(ValueError):
 
 
 def target_frames(prompt_frames: int, prompt_phonemes: int, target_phonemes: int) -> int:
-    """Total latent length, NOTES §8: prompt frames + round(target phonemes x prompt frames per phoneme)."""
+    """Total latent length, docs/equations.md C8: prompt frames + round(target phonemes x prompt frames per phoneme)."""
     if prompt_phonemes < 1 or target_phonemes < 1:
         raise SynthesisError(f"cannot estimate the duration from {prompt_phonemes} prompt and {target_phonemes} "
                              "target phonemes")
@@ -143,7 +143,7 @@ class Synthesizer:
     def synthesize(self, text: str, prompt: Prompt, steps: Optional[int] = None, seconds: Optional[float] = None,
                    seed: Optional[int] = None) -> tuple[np.ndarray, int]:
         """The speech after the prompt, (t,) float32 at the codec's rate. `seconds` overrides the
-        length of the generated part (else NOTES §8)."""
+        length of the generated part (else docs/equations.md C8)."""
         from dmospeech.codec.latents import denormalize
 
         target = self.phoneme_ids(text, "text")

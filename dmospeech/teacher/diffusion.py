@@ -1,7 +1,7 @@
 """Diffusion maths of the teacher (section 3.1, appendix C.2) as pure functions.
 
-Conventions are those of `../shared/paper/NOTES.md` §1-§4 (the extracted paper garbles some
-formulas). Time t is in [0, 1] (1 = pure noise) and given per batch item, shape (b,) or a
+Conventions are those of docs/equations.md C1-C4 (the extracted paper garbles some formulas).
+Time t is in [0, 1] (1 = pure noise) and given per batch item, shape (b,) or a
 scalar; `alpha`/`sigma` broadcast against tensors of any shape whose first axis is b.
 
 Shapes: b batch, n latent frames, c latent channels.
@@ -18,7 +18,7 @@ from dmospeech.config import DiffusionConfig
 if TYPE_CHECKING:
     from dmospeech.teacher.dit import DiT
 
-LOGSNR_LIMIT = 15.0  # NOTES §1: logsnr clamped so t = 0 and t = 1 stay finite
+LOGSNR_LIMIT = 15.0  # docs/equations.md C1: logsnr clamped so t = 0 and t = 1 stay finite
 
 VFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t (b, n, c), t (b,)) -> v (b, n, c)
 
@@ -31,7 +31,7 @@ def per_item(a: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor | floa
 
 
 def logsnr(t: torch.Tensor, shift: float = 0.5) -> torch.Tensor:
-    """Shifted cosine log-SNR, eqs. 14-16 / NOTES §1: -2 log tan(pi t / 2) + 2 log s, clamped."""
+    """Shifted cosine log-SNR, eqs. 14-16 / docs/equations.md C1: -2 log tan(pi t / 2) + 2 log s, clamped."""
     t64 = torch.as_tensor(t, dtype=torch.float64)
     half = 0.5 * math.pi * t64
     log_tan = torch.log(torch.sin(half).clamp_min(1e-30)) - torch.log(torch.cos(half).clamp_min(1e-30))
@@ -39,7 +39,7 @@ def logsnr(t: torch.Tensor, shift: float = 0.5) -> torch.Tensor:
 
 
 def shifted_cosine(t: torch.Tensor, shift: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
-    """(alpha_t, sigma_t) of the variance-preserving shifted cosine schedule, eqs. 14-17 / NOTES §1:
+    """(alpha_t, sigma_t) of the variance-preserving shifted cosine schedule, eqs. 14-17 / docs/equations.md C1:
     alpha = sqrt(sigmoid(logsnr)), sigma = sqrt(sigmoid(-logsnr)), so alpha^2 + sigma^2 = 1."""
     t = torch.as_tensor(t)
     dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
@@ -53,22 +53,22 @@ def diffuse(x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, sigma: tor
 
 
 def v_target(x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Velocity, section 3.1 / NOTES §2: v = alpha eps - sigma x0."""
+    """Velocity, section 3.1 / docs/equations.md C2: v = alpha eps - sigma x0."""
     return per_item(alpha, x0) * eps - per_item(sigma, x0) * x0
 
 
 def x0_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Clean estimate, algorithm 1 line 5 / NOTES §2: x0 = alpha x_t - sigma v."""
+    """Clean estimate, algorithm 1 line 5 / docs/equations.md C2: x0 = alpha x_t - sigma v."""
     return per_item(alpha, x_t) * x_t - per_item(sigma, x_t) * v
 
 
 def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Noise estimate, NOTES §2: eps = sigma x_t + alpha v."""
+    """Noise estimate, eq. 5 solved for eps in the v form, docs/equations.md C2: eps = sigma x_t + alpha v."""
     return per_item(sigma, x_t) * x_t + per_item(alpha, x_t) * v
 
 
 def guided_velocity(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    """Classifier-free guidance on the model output, eq. 27 / NOTES §4: cond + w (cond - uncond)."""
+    """Classifier-free guidance on the model output, eq. 27 / docs/equations.md C4: cond + w (cond - uncond)."""
     return cond + scale * (cond - uncond)
 
 
@@ -92,7 +92,7 @@ def random_prompt_mask(lengths: torch.Tensor, max_fraction: float = 0.5,
 def diffusion_loss(net: "DiT", batch: dict[str, torch.Tensor], cfg: DiffusionConfig, text_dropout: float = 0.0,
                    t: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None,
                    prompt_mask: Optional[torch.Tensor] = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Diffusion loss, eq. 1 (NOTES §2): mean squared error between v = alpha eps - sigma x0 and
+    """Diffusion loss, eq. 1 (docs/equations.md C2): mean squared error between v = alpha eps - sigma x0 and
     f(x_t; c, m, t) over the generated frames (outside the prompt span, inside each item). x_t keeps
     the clean latents on the prompt span (section 3.1), a random span unless `prompt_mask` (b, n) is
     given. `batch` is a `collate_latent_text` batch."""

@@ -5,7 +5,7 @@
 
 `x0_fn(x_t, t)` is the network as a clean-latent predictor (`x0_function` turns a v-predictor into
 one, `guided_v_function` adds classifier-free guidance); `times` are the times at which it is
-called, t_0 = 1 first. Conventions: docs/equations.md (schedule, v-parameterisation, samplers).
+called, t_0 = 1 first. Conventions: docs/equations.md C1 (schedule), C2 (v), C3 and C6 (samplers).
 
 Shapes: b batch, n latent frames, c latent channels, nt phonemes.
 """
@@ -26,7 +26,7 @@ Sampler = Callable[..., torch.Tensor]  # (x0_fn, noise, prompt, prompt_mask, tim
 
 
 def x0_function(v_fn: VFunction, shift: float) -> XFunction:
-    """A v-predicting network as an x0 predictor: x0 = alpha x_t - sigma v (docs/equations.md, v-parameterisation)."""
+    """A v-predicting network as an x0 predictor: x0 = alpha x_t - sigma v (eq. 5, docs/equations.md C2)."""
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         alpha, sigma = shifted_cosine(t, shift)
         return x0_from_v(x, v_fn(x, t), alpha, sigma)
@@ -35,7 +35,7 @@ def x0_function(v_fn: VFunction, shift: float) -> XFunction:
 
 def ddpm_step(x_t: torch.Tensor, x0_hat: torch.Tensor, t: torch.Tensor, s: torch.Tensor, noise: torch.Tensor,
               shift: float = 0.5) -> torch.Tensor:
-    """One ancestral step t -> s < t, eq. 28 written with x0_hat (NOTES §3): a draw from the posterior
+    """One ancestral step t -> s < t, eq. 28 written with x0_hat (docs/equations.md C3): a draw from the posterior
     q(x_s | x_t, x0_hat) of the schedule, mean (alpha_ts sigma_s^2 / sigma_t^2) x_t + (alpha_s sigma_ts^2 /
     sigma_t^2) x0_hat and variance sigma_ts^2 sigma_s^2 / sigma_t^2; items with s == 0 get x0_hat."""
     t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)

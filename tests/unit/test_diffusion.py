@@ -1,4 +1,5 @@
-"""The diffusion functions against hand-computed values (NOTES §1-§4) and an oracle sampler check."""
+"""The diffusion functions against hand-computed values (docs/equations.md C1-C4: eqs. 5, 14-17, 27, 28)
+and an oracle sampler check."""
 import math
 
 import pytest

@@ -1,4 +1,5 @@
-"""DMD2 maths (NOTES §5-§7): DMD gradient, update ratio, loss gating, student sampler and simulation."""
+"""DMD2 maths (docs/equations.md C5-C7: eqs. 7-8, 19-26, algorithm 1): DMD gradient, update ratio, loss gating,
+student sampler and simulation."""
 import torch
 
 from dmospeech.student.dmd import (dmd_loss, is_generator_step, loss_weight, lsgan_discriminator_loss,

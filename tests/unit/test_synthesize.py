@@ -52,7 +52,7 @@ def test_synthesize_writes_the_requested_length(teacher_dir, tmp_path):
     assert np.array_equal(audio, again)                          # seeded: reproducible
     default, _ = synth.synthesize("hello there", ref, steps=2, seed=1)
     n_text, n_prompt = len(synth.phoneme_ids("hello there", "t")), len(ref.phoneme_ids)
-    assert len(default) == round(n_text * 40 / n_prompt) * 1200  # NOTES §8
+    assert len(default) == round(n_text * 40 / n_prompt) * 1200  # docs/equations.md C8
 
 
 def test_clear_errors(teacher_dir, tmp_path):
