@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.ops.checkpoint import read_run_config
 from dmospeech.config import DiffusionConfig, load_params
 from dmospeech.codec.folder_corpus import build_folder_corpus
@@ -188,9 +188,9 @@ def main() -> None:
         ctc, cosine = critic_scores(samples, valid_set, indices, args.seeds, asr, sv)
         dtw, frechet = distances(generated_audio(samples, codec, stats, n_prompts), reference, rate)
         results[run] = (ctc, cosine)
-        write_text_atomic(args.out / run / "result.json", json.dumps(
-            {"inputs": inputs, "ctc": ctc, "cosine": cosine, "mel_dtw": dtw, "frechet": frechet,
-             "loop_steps": result.step}))
+        write_json_atomic(args.out / run / "result.json",
+                          {"inputs": inputs, "ctc": ctc, "cosine": cosine, "mel_dtw": dtw, "frechet": frechet,
+                           "loop_steps": result.step}, indent=None)
         print(f"[{run}] weights {weights}: {result.step} loop steps ({result.step // cfg.score_updates_per_generator} "
               f"generator steps) in {(time.perf_counter() - start) / 60:.1f} min; student 4-step vs teacher "
               f"{sampler.steps}-step: mel-DTW {dtw:.3f}, Frechet {frechet:.3f}; recogniser CTC loss {ctc:.3f}; "

@@ -2,28 +2,30 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import yaml
 
-from dmospeech.config import ConfigError, TeacherSamplerConfig, deep_merge, load_params, read_yaml
+from dmospeech.config import ConfigError, TeacherSamplerConfig, load_params
+from dmospeech.config.profiles import apply_profile
+from dmospeech.ops.atomic import dumps_strict, write_text_atomic
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    """Merge profiles/<name>.yaml over the params file and write it back (validated, atomically)."""
+    """Merge profiles/<name>.yaml over the params file and write it back (validated, atomically), keeping
+    the params file's comments (ruamel.yaml round trip)."""
     profile = Path(args.profile) if args.profile.endswith(".yaml") else Path("profiles") / f"{args.profile}.yaml"
     if not profile.exists():
         names = sorted(p.stem for p in Path("profiles").glob("*.yaml"))
         print(f"profile {profile} not found; available: {names}", file=sys.stderr)
         return 2
     load_params(args.params, profile=profile)  # validate before writing
-    merged = deep_merge(read_yaml(args.params), read_yaml(profile))
-    tmp = Path(f"{args.params}.tmp")
-    tmp.write_text(f"# params.yaml with profile {profile} applied by `dmospeech profile`\n"
-                   + yaml.safe_dump(merged, sort_keys=False, allow_unicode=True, width=110))
-    os.replace(tmp, args.params)
+    try:
+        text = apply_profile(args.params, profile)
+    except ConfigError as err:
+        print(f"dmospeech profile: {err}; nothing written", file=sys.stderr)
+        return 1
+    write_text_atomic(args.params, text)
     print(f"applied {profile} to {args.params} (revert with `git checkout {args.params}`)")
     return 0
 
@@ -113,8 +115,6 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     """What trained a model, or what was built from a source file or a speaker (table or JSON)."""
-    import json
-
     from rich.console import Console
 
     from dmospeech.lineage.audit import LineageError, artifacts_using, model_lineage, render
@@ -127,7 +127,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         print(f"dmospeech lineage: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result, indent=1, default=str))
+        print(dumps_strict(result, indent=1, default=str))
     else:
         render(result, Console(), args.limit)
     return 0
@@ -135,8 +135,6 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def cmd_registry(args: argparse.Namespace) -> int:
     """List the registered models (current first marked), or point `current` at one."""
-    import json
-
     from rich.console import Console
 
     from dmospeech.lineage.audit import render
@@ -156,7 +154,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
                                                                           "git_revision", "created_at")}}
             for r in registry.rows()]
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(dumps_strict(rows, indent=1))
     else:
         render({"registry": rows}, Console(), limit=0)
     return 0

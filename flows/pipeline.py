@@ -32,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.config import PipelineConfig, load_params
 
 _RAN = re.compile(r"^Running stage '([^']+)'")
@@ -207,7 +207,7 @@ def pipeline_flow(root: str = ".", stages: list[str] | None = None, params_path:
             if not isinstance(err, StageFailed):
                 raise err
             report = failure_report(root_path, err, selected[i + 1:])
-            write_text_atomic(root_path / cfg.report_dir / "failure.json", json.dumps(report, indent=1) + "\n")
+            write_json_atomic(root_path / cfg.report_dir / "failure.json", report, indent=1)
             text = format_failure(report)
             get_run_logger().error(text)
             raise PipelineFailed(text)

@@ -30,6 +30,7 @@ from dmospeech.config import Params, load_params
 from dmospeech.data.changes import source_changes
 from dmospeech.lineage.records import checkpoint_dirs, lineage_attachment
 from dmospeech.lineage.registry import Registry, apply_gate, tree_sha256
+from dmospeech.ops.atomic import dumps_strict
 from flows.pipeline import pipeline_flow, stage_order
 
 
@@ -143,4 +144,4 @@ def retrain_flow(root: str = ".", params_path: str = "params.yaml") -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(retrain_flow(), indent=1))
+    print(dumps_strict(retrain_flow(), indent=1))

@@ -1,6 +1,5 @@
 """Stage evaluate: teacher (evaluate.teacher_sampler, paper 128 steps) and student (its 4 steps) on the trials, scored as the paper does
 (WER, SIM, RTF, CV_f0, F0/energy Wasserstein distances, prosody correlations with the prompt)."""
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +12,8 @@ from dmospeech.config import load_params
 from dmospeech.data.datasets import validated_segments
 from dmospeech.data.manifest import open_manifests
 from dmospeech.evaluation.evaluate import (acoustic_comparisons, cv_f0_of, f0_histogram_rows, read_trials, score_ground_truth,
-                                score_model, synthesize_all, trials_from_segments, write_trials)
+                                score_model, synthesize_all, trials_from_segments, write_metrics,
+                                write_trials)
 from dmospeech.evaluation.plots import f0_histogram_png
 from dmospeech.synthesis.tts import TTS
 
@@ -58,7 +58,7 @@ def main() -> None:
     acoustic, f0 = acoustic_comparisons(renditions, trials)
     for name, values in acoustic.items():
         metrics[name] |= values
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    write_metrics(metrics, out / "metrics.json", len(trials[: cfg.cv_f0_trials]))  # strict JSON: NaN -> null + reason
     table = pd.DataFrame(rows)
     write_text_atomic(out / "trials_scored.csv", table.to_csv(index=False))
     sims = table.pivot(index="trial_id", columns="model", values="sim").reset_index()

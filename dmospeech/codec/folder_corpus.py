@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.ops.audio import AudioError, write_audio_atomic
 from dmospeech.config import Params, SourceConfig
 from dmospeech.data.datasets import Clip
@@ -135,7 +135,7 @@ def build_folder_corpus(train: Sequence[Path], valid: Sequence[Path], work_dir: 
                                             max_seconds)
             for line in skipped:
                 print(f"skipped {line}")
-            write_text_atomic(index, json.dumps([asdict(it) for it in items]))
+            write_json_atomic(index, [asdict(it) for it in items], indent=None, nonfinite="error")
             print(f"folder corpus: {len(items)} {split} items in {work_dir / subdir}")
         splits[split] = (items, LatentStats.load(work_dir / subdir / "stats.json"))
     return splits["train"][0], splits["valid"][0], splits["train"][1]

@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.config import EncodeLatentsConfig
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.manifest import Lineage, frame
@@ -62,7 +62,7 @@ class LatentStats:
     codec_checkpoint: str
 
     def write(self, path: str | os.PathLike) -> Path:
-        return write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
+        return write_json_atomic(path, asdict(self), indent=2, nonfinite="error")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatentStats":

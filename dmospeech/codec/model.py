@@ -161,4 +161,4 @@ def frames_for_samples(num_samples: int, hop_length: int) -> int:
 
 
 def codec_config_json(cfg: CodecConfig) -> str:
-    return json.dumps(asdict(cfg))
+    return json.dumps(asdict(cfg), allow_nan=False)

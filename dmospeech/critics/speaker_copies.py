@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from safetensors.torch import load_file, save
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.codec.latent_text import LatentTextItem
 from dmospeech.codec.latents import (INDEX_FILE, LatentStats, LatentStore, ShardWriter, encode_audio, normalize,
@@ -112,8 +112,8 @@ def build_speaker_copies(items: Sequence[LatentTextItem], store: LatentStore, co
     tmp = cache_dir / f".teacher.safetensors.tmp{os.getpid()}"
     tmp.write_bytes(save({"embeddings": table.contiguous()}))
     os.replace(tmp, cache_dir / "teacher.safetensors")
-    write_text_atomic(cache_dir / INDEX_FILE, json.dumps({"key": key, "teacher": teacher.identity,
-                                                            "copies": [asdict(c) for c in copies]}))
+    write_json_atomic(cache_dir / INDEX_FILE, {"key": key, "teacher": teacher.identity,
+                                               "copies": [asdict(c) for c in copies]}, indent=None, nonfinite="error")
     return copies, table
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import soxr
 import torch
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.codec.latent_text import LatentTextItem
 from dmospeech.codec.latents import INDEX_FILE, ShardWriter, encode_audio, read_keyed_index
@@ -106,7 +106,8 @@ def build_speed_copies(items: Sequence[LatentTextItem], codec: Codec, codec_chec
                 progress()
     writer.flush()
     writer.remove_stale()
-    write_text_atomic(cache_dir / INDEX_FILE, json.dumps({"key": key, "copies": [asdict(c) for c in copies]}))
+    write_json_atomic(cache_dir / INDEX_FILE, {"key": key, "copies": [asdict(c) for c in copies]}, indent=None,
+                      nonfinite="error")
     return copies
 
 

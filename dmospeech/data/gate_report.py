@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import sys
 from dataclasses import asdict
@@ -14,7 +13,7 @@ from typing import Optional
 from rich.console import Console
 from rich.table import Table
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_json_atomic, write_text_atomic
 from dmospeech.data.manifest import QUARANTINE_REASONS
 from dmospeech.data.validate import ValidationReport
 
@@ -46,7 +45,7 @@ def write_report(report: ValidationReport, report_dir: str | os.PathLike) -> Pat
     """Write report.json, quarantine_summary.csv and summary.md into `report_dir` (each atomically)."""
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "report.json", json.dumps(asdict(report), indent=2, default=str) + "\n")
+    write_json_atomic(out / "report.json", asdict(report), indent=2, default=str)
     write_text_atomic(out / "quarantine_summary.csv", quarantine_csv(report))
     write_text_atomic(out / "summary.md", summary_markdown(report))
     return out

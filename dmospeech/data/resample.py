@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dmospeech.ops import audio as A
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.config import ResampleAudioConfig
 from dmospeech.data.manifest import Lineage, frame, quarantine_row
 
@@ -66,7 +66,7 @@ def resample_corpus(sources: pd.DataFrame, cfg: ResampleAudioConfig, lineage: Li
                 cached = {"info": info}
             except A.AudioError as err:
                 cached = {"error": {"reason": err.reason, "detail": err.detail}}
-            write_text_atomic(stats_json, json.dumps(cached, indent=1))
+            write_json_atomic(stats_json, cached, indent=1, nonfinite="error")
         keep.update({flac.name, stats_json.name})
         if "error" in cached:
             quarantine.append(quarantine_row(src.file_id, "source_file", src.path, cached["error"]["reason"],

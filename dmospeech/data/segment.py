@@ -326,7 +326,7 @@ def _cached_longform(path: Path, expected_sr: int, cfg: SegmentAudioConfig,
     pieces = get_segmenter().segment_long(*_read_audio(path, expected_sr))
     cache.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=cache.parent, suffix=".tmp", delete=False) as fh:
-        json.dump([asdict(p) for p in pieces], fh)
+        json.dump([asdict(p) for p in pieces], fh, allow_nan=False)  # strict JSON: a NaN time is a bug
     os.replace(fh.name, cache)
     return pieces
 

@@ -8,7 +8,6 @@ a `ValidationReport`; `dmospeech.data.gate_report` writes and prints it.
 """
 from __future__ import annotations
 
-import json
 import os
 import typing
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from great_expectations.expectations.row_conditions import Column  # noqa: E402
 from dmospeech.config import SourceConfig, ValidateManifestConfig  # noqa: E402
 from dmospeech.data.ingest import SPLITS  # noqa: E402
 from dmospeech.data.manifest import QUARANTINE_REASONS, open_manifests  # noqa: E402
+from dmospeech.ops.atomic import dumps_strict  # noqa: E402
 
 # The tables validated here (the stage databases of `Params.manifests()`) and their id columns.
 ID_COLUMNS = {"source_files": "file_id", "audio": "file_id", "segments": "segment_id",
@@ -213,7 +213,8 @@ def _check_from_gx(table: str, result: Any, id_column: str) -> CheckResult:
     return CheckResult(expectation=result.expectation_config.type, table=table, column=",".join(columns) or None,
                        kind="gx", success=bool(result.success), unexpected_count=len(ids),
                        failing_rows=tuple(ids[:MAX_FAILING_ROWS]),
-                       detail=json.dumps(kwargs, default=str) if kwargs else "", error="; ".join(errors) or None)
+                       detail=dumps_strict(kwargs, indent=None, default=str) if kwargs else "",
+                       error="; ".join(errors) or None)
 
 
 def run_suite(context: Any, table: str, rows: pd.DataFrame, suite: gx.ExpectationSuite,

@@ -15,6 +15,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from dmospeech.evaluation import metrics as M
+from dmospeech.evaluation.prosody import MIN_CORRELATION_PAIRS, PROSODY_KEYS
+from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.ops.audio import read_region, write_audio_atomic
 from dmospeech.synthesis.tts import TTS
 
@@ -152,6 +154,35 @@ def cv_f0_of(tts: TTS, trials: Sequence[Trial], repeats: int, seed: int) -> floa
             contours.append(M.f0_track(audio, rate))
         values.append(M.cv_f0(contours))
     return float(np.nanmean(values))
+
+
+def undefined_reasons(cv_f0_trials: int, trials: int | None = None) -> dict[str, str]:
+    """Why each metric of the evaluation can be undefined (NaN), keyed by metric name for `strict_json`
+    (prosody.py's rules: no voiced frames, too few trials, a feature Praat cannot measure or a constant one)."""
+    reasons = {"cv_f0": (f"no voiced frames in any rendition of the {cv_f0_trials} CV_f0 trial(s)" if cv_f0_trials
+                         else "no CV_f0 trials (evaluate.cv_f0_trials is 0)"),
+               "wasserstein_f0": "no trial where both the rendition and the reference have voiced frames",
+               "wasserstein_f0_unconditional": "no voiced frames in the renditions or in the references"}
+    needs = {"pitch_mean": "voiced frames", "pitch_std": "voiced frames", "hnr": "periodic frames",
+             "jitter": "periodic pulses", "shimmer": "periodic pulses"}
+    for key in PROSODY_KEYS:
+        if trials is not None and trials < MIN_CORRELATION_PAIRS:
+            reasons[key] = f"only {trials} trial(s): Pearson r needs {MIN_CORRELATION_PAIRS}"
+        else:
+            measured = f" with {needs[key]} in both prompt and rendition" if key in needs else ""
+            reasons[key] = (f"fewer than {MIN_CORRELATION_PAIRS} trials{measured}, or {key} constant on one side "
+                            "(Pearson r undefined)")
+    return reasons
+
+
+def write_metrics(metrics: dict, path: str | Path, cv_f0_trials: int) -> Path:
+    """metrics.json as strict JSON: an undefined (NaN) metric K is written as `"K": null` with
+    `"K_undefined": "<reason>"` next to it (reasons from `undefined_reasons`; cv_f0_trials is the
+    number of trials CV_f0 was measured on, metrics["trials"] the number of trials), e.g.
+    `"cv_f0": null, "cv_f0_undefined": "no voiced frames in any rendition of the 2 CV_f0 trial(s)"`.
+    Readers (the retrain gate, dvc metrics) take null as undefined."""
+    reasons = undefined_reasons(cv_f0_trials, metrics.get("trials"))
+    return write_json_atomic(path, metrics, indent=2, reasons=reasons)
 
 
 def acoustic_comparisons(renditions: Mapping[str, Sequence[Rendition]], trials: Sequence[Trial]) -> tuple[dict, dict]:

@@ -26,6 +26,7 @@ from dmospeech.config import Params
 from dmospeech.data.manifest import sha256_file
 from dmospeech.lineage.records import checkpoint_dirs, open_catalog
 from dmospeech.lineage.registry import Registry, project_path
+from dmospeech.ops.atomic import dumps_strict
 
 
 class LineageError(LookupError):
@@ -241,4 +242,4 @@ def render(result: dict[str, Any], console: Console, limit: int = 20) -> None:
 
 
 def _cell(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+    return value if isinstance(value, str) else dumps_strict(value, indent=None, default=str)

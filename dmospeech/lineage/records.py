@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 import duckdb
 import pandas as pd
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import dumps_strict, write_json_atomic
 from dmospeech.config import Params
 from dmospeech.data.manifest import code_version, open_manifests, schema_statements
 from dmospeech.lineage.registry import Registry, project_path
@@ -118,7 +118,7 @@ def record_training_segments(out_dir: str | os.PathLike, segment_ids: Iterable[s
               "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "code_version": code_version(), "upstream": [_upstream_ref(u) for u in upstream]}
     run = {"run_id": run["run_id"], "stage": stage, "records": kept + [record]}
-    path = write_text_atomic(folder / RECORDS_FILE, json.dumps(run, indent=1) + "\n")
+    path = write_json_atomic(folder / RECORDS_FILE, run, indent=1)
     for stale in folder.glob("segments_from_*.parquet"):
         if stale.name not in {r["segments_file"] for r in run["records"]}:
             stale.unlink()
@@ -182,7 +182,7 @@ def open_catalog(params: Params, root: str | os.PathLike = ".") -> duckdb.DuckDB
             records.append({"location": project_path(location, root), "run_id": run["run_id"], "stage": run["stage"],
                             "from_step": r["from_step"], "segments_file": str(folder / r["segments_file"]),
                             "recorded_at": r["recorded_at"], "code_version": r["code_version"],
-                            "upstream": json.dumps(r["upstream"])})
+                            "upstream": dumps_strict(r["upstream"], indent=None)})
         for ckpt in checkpoint_dirs(location):
             checkpoints.append({"checkpoint": project_path(ckpt, root), "location": project_path(location, root),
                                 "run_id": run["run_id"], "stage": run["stage"], "step": checkpoint_step(ckpt),
@@ -190,7 +190,7 @@ def open_catalog(params: Params, root: str | os.PathLike = ".") -> duckdb.DuckDB
     _register(con, "lineage_records", records, LINEAGE_RECORDS_COLUMNS)
     _register(con, "checkpoints", checkpoints, CHECKPOINTS_COLUMNS)
     current = registry.current_id()
-    rows = [{**{k: row.get(k) for k in REGISTRY_COLUMNS}, "metrics": json.dumps(row.get("metrics", {})),
+    rows = [{**{k: row.get(k) for k in REGISTRY_COLUMNS}, "metrics": dumps_strict(row.get("metrics", {}), indent=None),
              "current": row["model_id"] == current} for row in registry.rows()]
     _register(con, "registry", rows, REGISTRY_COLUMNS)
     files = [r["segments_file"] for r in records]

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import UNDEFINED_SUFFIX, dumps_strict, write_json_atomic, write_text_atomic
 from dmospeech.config import GateRule
 from dmospeech.data.manifest import params_hash
 
@@ -41,12 +41,13 @@ class RegistryError(RuntimeError):
 class GateResult:
     passed: bool
     reason: str
-    values: dict[str, float]        # the candidate's value of every gate metric
+    values: dict[str, float | None]  # the candidate's value of every gate metric (None: undefined)
     compared_to: str | None         # model id of the current model, None for a first promotion
 
 
-def metric_at(metrics: dict, path: str, source: str) -> float:
-    """The number at dotted `path` ("student.wer") in `metrics` (read from `source`)."""
+def metric_at(metrics: dict, path: str, source: str) -> float | None:
+    """The number at dotted `path` ("student.wer") in `metrics` (read from `source`); None when the
+    metric is undefined there (null, as strict JSON writes it, or a NaN of an older file)."""
     value: Any = metrics
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -54,24 +55,43 @@ def metric_at(metrics: dict, path: str, source: str) -> float:
             raise KeyError(f"metric {path!r} is not in {source} (at {part!r}: found {keys}); "
                            "check params retrain.gate against what the evaluation writes")
         value = value[part]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"metric {path!r} in {source} is {value!r}, not a number")
     return float(value)
 
 
+def undefined_reason(metrics: dict, path: str, source: str) -> str:
+    """Why the metric at dotted `path` (which `metric_at` found undefined) is undefined: the
+    "<name>_undefined" key the writer put next to it (ops/atomic.py strict_json)."""
+    *parents, name = path.split(".")
+    for part in parents:
+        metrics = metrics[part]
+    if metrics.get(f"{name}{UNDEFINED_SUFFIX}"):
+        return str(metrics[f"{name}{UNDEFINED_SUFFIX}"])
+    return f"NaN in {source}" if isinstance(metrics[name], float) else f"null in {source}, no reason recorded"
+
+
 def apply_gate(candidate: dict, source: str, rules: Sequence[GateRule], current: dict | None) -> GateResult:
-    """Compare the candidate's metrics with the current model's registry row (None: no current model)."""
+    """Compare the candidate's metrics with the current model's registry row (None: no current model).
+    A gate metric that is undefined in the candidate (null/NaN) fails the gate, first promotion included."""
     values = {rule.metric: metric_at(candidate, rule.metric, source) for rule in rules}
+    undefined = [f"metric {m} is undefined ({undefined_reason(candidate, m, source)})"
+                 for m, v in values.items() if v is None]
+    if undefined:
+        return GateResult(False, "; ".join(undefined), values, None if current is None else current["model_id"])
     if current is None:
         return GateResult(True, "no current model: first promotion", values, None)
     failures = []
     for rule in rules:
         value, before = values[rule.metric], current["metrics"].get(rule.metric)
-        if before is None:
+        if rule.metric not in current["metrics"]:
             failures.append(f"current model {current['model_id']} has no recorded {rule.metric} (the gate changed "
                             "since it was promoted); promote by hand with `dmospeech registry promote <model id>`")
-        elif math.isnan(value):
-            failures.append(f"{rule.metric} is NaN")
+        elif before is None or (isinstance(before, float) and math.isnan(before)):
+            failures.append(f"current model {current['model_id']} has an undefined {rule.metric} (nothing to "
+                            "compare with); promote by hand with `dmospeech registry promote <model id>`")
         elif rule.better == "lower" and value > before + rule.tolerance:
             failures.append(f"{rule.metric} {value:.4g} > current {before:.4g} + tolerance {rule.tolerance:g}")
         elif rule.better == "higher" and value < before - rule.tolerance:
@@ -186,7 +206,7 @@ class Registry:
                "params_hash": params_hash(yaml.safe_load((project_root / "params.yaml").read_text())),
                "dvc_lock_sha256": hashlib.sha256((project_root / "dvc.lock").read_bytes()).hexdigest(),
                "created_at": now.isoformat(timespec="seconds"), **extra}
-        lines = [json.dumps(r) for r in self.rows()] + [json.dumps(row)]
+        lines = [dumps_strict(r, indent=None) for r in self.rows()] + [dumps_strict(row, indent=None)]
         write_text_atomic(self.file, "\n".join(lines) + "\n")
         if gate.passed:
             self.promote(model_id)
@@ -216,5 +236,5 @@ class Registry:
 
     def write_last_run(self, record: dict) -> None:
         record = {**record, "finished_at": _now().isoformat(timespec="seconds")}
-        write_text_atomic(self.last_run_file, json.dumps(record, indent=1) + "\n")
+        write_json_atomic(self.last_run_file, record, indent=1)
 

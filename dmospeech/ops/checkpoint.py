@@ -12,10 +12,12 @@ Layout of one checkpoint (written as `<out_dir>/step_<n>.tmp/`, then renamed to 
 A killed writer leaves at most a `*.tmp` folder, which is ignored and removed by the next save.
 `flatten`/`unflatten` turn any nested dict/list/tuple of tensors, arrays and JSON scalars (such as
 an optimizer or LR-scheduler state dict) into a JSON skeleton plus a flat dict of tensors and back.
+Both JSON files are strict (no NaN/Infinity): a non-finite float of the state is tagged, losslessly.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -26,17 +28,18 @@ import numpy as np
 import safetensors.torch
 import torch
 
-from dmospeech.ops.atomic import write_text_atomic
+from dmospeech.ops.atomic import dumps_strict, write_text_atomic
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-_MARKERS = ("__tensor__", "__ndarray__", "__tuple__", "__dict__")
+_MARKERS = ("__tensor__", "__ndarray__", "__tuple__", "__dict__", "__float__")
 
 
 # ----------------------------------------------------------------------------- flatten / unflatten
 def flatten(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
     """`(skeleton, tensors)`: `skeleton` is JSON-serialisable; each tensor (or numpy array) is
     replaced by `{"__tensor__": key}` (`{"__ndarray__": key, "dtype": ...}`) with `tensors[key]`
-    holding it. Tuples and dicts with non-string keys are tagged so `unflatten` restores them."""
+    holding it. Tuples, dicts with non-string keys and non-finite floats (`{"__float__": "nan"}`, strict
+    JSON has no NaN/Infinity) are tagged so `unflatten` restores them."""
     tensors: dict[str, torch.Tensor] = {}
 
     def walk(x: Any, path: str) -> Any:
@@ -50,7 +53,9 @@ def flatten(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
                                                                          else np.float64))
             return {"__ndarray__": key, "dtype": x.dtype.str}
         if isinstance(x, np.generic):
-            return x.item()
+            return walk(x.item(), path)
+        if isinstance(x, float) and not math.isfinite(x):
+            return {"__float__": repr(float(x))}
         if isinstance(x, tuple):
             return {"__tuple__": [walk(v, f"{path}.{i}") for i, v in enumerate(x)]}
         if isinstance(x, list):
@@ -79,6 +84,8 @@ def unflatten(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
         return tensors[skeleton["__tensor__"]]
     if "__ndarray__" in skeleton:
         return tensors[skeleton["__ndarray__"]].numpy().astype(np.dtype(skeleton["dtype"]))
+    if "__float__" in skeleton:
+        return float(skeleton["__float__"])
     if "__tuple__" in skeleton:
         return tuple(unflatten(v, tensors) for v in skeleton["__tuple__"])
     if "__dict__" in skeleton:
@@ -105,7 +112,8 @@ def _write_safetensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    """Strict JSON; a non-finite float raises (flatten tags the state's; run configs must be finite)."""
+    path.write_text(dumps_strict(obj, indent=1, nonfinite="error"), encoding="utf-8")
     _fsync(path)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,10 @@ class Monitor:
             return
         self.live.step = step
         for key, value in metrics.items():
-            self.live.log_metric(key, float(value))
+            if math.isfinite(float(value)):
+                self.live.log_metric(key, float(value))
+            else:   # dvclive's metrics.json stays strict JSON; the console line below still shows it
+                print(f"step {step}: {key} = {float(value)} (not finite: left out of dvclive)", flush=True)
         self.live.make_summary()
         self.last.update(metrics)
         if self.progress is not None:

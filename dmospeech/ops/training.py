@@ -326,9 +326,9 @@ def _check(loop: TrainLoopConfig, run_config: dict) -> None:
         raise ValueError(f"TrainLoopConfig: need max_steps >= 1, ema_every >= 1, 0 <= ema_decay < 1 and "
                          f"keep_checkpoints >= 0 (0 keeps all), got {loop}")
     try:
-        json.dumps(run_config)
-    except TypeError as err:
-        raise TypeError(f"train: run_config must be JSON-serialisable (plain dicts, lists, numbers, strings; "
+        json.dumps(run_config, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"train: run_config must be strict JSON (plain dicts, lists, finite numbers, strings; "
                         f"use dataclasses.asdict for configs): {err}") from None
 
 

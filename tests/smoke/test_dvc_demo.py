@@ -14,6 +14,7 @@ import yaml
 from dmospeech.config import load_params
 from dmospeech.data.manifest import open_manifests
 from tests.helpers import PROJECT_ROOT
+from tests.import_graph import COMPONENTS
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,46 @@ def test_demo_pipeline_runs_validates_and_is_idempotent(demo_repo):
                           "(SELECT segment_id FROM latents)").fetchall()
     assert bad_frames == [(0,)] and missing == [(0,)]
     metrics = json.loads((repo / params.evaluate.out_dir / "metrics.json").read_text())
+    json.loads((repo / params.evaluate.out_dir / "metrics.json").read_text(),  # strict: no NaN/Infinity
+               parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not strict JSON"))
     for model in ("teacher", "student"):
         assert {"wer", "sim", "rtf", "cv_f0"} <= set(metrics[model])
         assert 0 <= metrics[model]["wer"] and metrics[model]["rtf"] > 0
     assert metrics["trials"] == 2 and metrics["decoder"] == "fast"  # the tiny profile decodes with the fast decoder
+
+
+def changed_stages(repo, env) -> set[str]:
+    out = run([sys.executable, "-m", "dvc", "status", "--json"], repo, env)
+    return set(json.loads(out or "{}"))
+
+
+def test_an_edit_reruns_exactly_the_stages_that_load_it(demo_repo):
+    """After a full run, a comment added to one file of a component makes `dvc status` list exactly
+    the stages whose deps name that component; a new evaluate sampler setting only evaluate."""
+    repo, env = demo_repo
+    run([sys.executable, "-m", "dvc", "repro"], repo, env)   # up to date (a no-op after the test above)
+    assert changed_stages(repo, env) == set()
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    n_sources = len(load_params(repo / "params.yaml").prepare_corpus.sources)
+    names = {name: [f"{name}@{i}" for i in range(n_sources)] if "foreach" in stage else [name]
+             for name, stage in stages.items()}
+    for comp in COMPONENTS:
+        users = {n for name, stage in stages.items() if f"dmospeech/{comp}" in stage.get("do", stage)["deps"]
+                 for n in names[name]}
+        edited = sorted((repo / "dmospeech" / comp).glob("*.py"))[-1]
+        original = edited.read_bytes()
+        edited.write_bytes(original + b"# an edit\n")
+        try:
+            assert changed_stages(repo, env) == users, f"after editing {edited.relative_to(repo)}"
+        finally:
+            edited.write_bytes(original)
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    data = yaml.safe_load(original)
+    data["evaluate"]["teacher_sampler"]["steps"] = 8
+    params_file.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        assert changed_stages(repo, env) == {"evaluate"}
+    finally:
+        params_file.write_text(original)
+    assert changed_stages(repo, env) == set()
