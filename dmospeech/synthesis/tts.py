@@ -1,6 +1,6 @@
 """The Python API of synthesis:
 
-    from dmospeech import TTS
+    from dmospeech.synthesis import TTS
     tts = TTS.from_pretrained("data/models/student")        # a training out_dir or a step_<n> folder
     waveform, sample_rate = tts.synthesize("Hello there.", "prompt.wav", prompt_text="What the prompt says.")
     results = tts.synthesize_batch(read_batch_file("list.tsv"), "out/")

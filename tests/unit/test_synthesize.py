@@ -85,7 +85,7 @@ def test_cli_synthesize(teacher_dir, tmp_path, capsys):
 
 
 def test_python_api_and_batch_with_a_failing_item(teacher_dir, tmp_path):
-    from dmospeech import TTS
+    from dmospeech.synthesis import TTS
     from dmospeech.synthesis.tts import read_batch_file
 
     prompt = write(tmp_path / "voice.wav", voiced(1.0, 16000))
