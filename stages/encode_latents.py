@@ -19,6 +19,7 @@ from dmospeech.data.manifest import Lineage, frame, open_manifests, write_stage_
 from dmospeech.data.gate_report import finish_gate
 from dmospeech.codec.validate_latents import validate_latents
 from dmospeech.codec.model import Codec
+from dmospeech.ops.executor import Executor
 from dmospeech.ops.training import latest_checkpoint
 
 def main(params_path: str | Path = "params.yaml") -> int:
@@ -32,13 +33,13 @@ def main(params_path: str | Path = "params.yaml") -> int:
     segments = con.execute(TRAINING_SEGMENTS_SQL).df()
     con.close()
     codec = Codec.from_checkpoint(checkpoint)
-    with Progress(transient=True) as progress:
+    with Progress(transient=True) as progress, Executor(params.compute) as executor:
         task = progress.add_task("encode_latents", total=len(segments))
         latents, stats = encode_segments(
             codec, clips_from_segments(segments), cfg, Lineage.for_stage("encode_latents", cfg), cfg.out_dir,
             params.resample_audio.sample_rate, codec_checkpoint=str(checkpoint),
             source_sha256=dict(zip(segments["segment_id"], segments["source_sha256"])),
-            progress=lambda: progress.advance(task))
+            progress=lambda n: progress.advance(task, n), executor=executor)
     write_stage_db(cfg.manifest, {"latents": latents, "quarantine": frame("quarantine", [])})
     Console().print(f"[bold]encode_latents[/]: {len(latents)} segments, {stats.frames} frames in "
                     f"{latents['shard'].nunique()} shard(s) with codec {checkpoint}")

@@ -8,15 +8,18 @@ from rich.console import Console
 from dmospeech.config import load_params
 from dmospeech.data.ingest import scan_db_path, scan_rows
 from dmospeech.data.manifest import Lineage, write_stage_db
+from dmospeech.ops.executor import Executor
 
 
 def main(name: str) -> None:
-    cfg = load_params().prepare_corpus
+    params = load_params()
+    cfg = params.prepare_corpus
     sources = {s.name: s for s in cfg.sources}
     if name not in sources:
         sys.exit(f"scan_source: no source named {name!r} in params prepare_corpus.sources ({sorted(sources)})")
     lineage = Lineage.for_stage("scan_source", {"source": sources[name], "audio_extensions": cfg.audio_extensions})
-    rows = scan_rows(sources[name], cfg.audio_extensions, lineage)
+    with Executor(params.compute) as executor:
+        rows = scan_rows(sources[name], cfg.audio_extensions, lineage, executor=executor)
     write_stage_db(scan_db_path(cfg.manifest, name), {"scanned_files": rows})
     problems = rows["problem"].value_counts().to_dict()
     Console().print(f"[bold]scan_source[/] {name}: {len(rows)} files, problems {problems or 'none'}")

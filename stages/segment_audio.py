@@ -13,6 +13,7 @@ from rich.console import Console
 from dmospeech.config import load_params
 from dmospeech.data.manifest import Lineage, open_manifests, write_stage_db
 from dmospeech.data.segment import segment_corpus
+from dmospeech.ops.executor import Executor
 
 AUDIO_ROWS_SQL = """
     SELECT a.*, s.text, s.transcribed
@@ -27,7 +28,8 @@ def main() -> None:
     with open_manifests([params.prepare_corpus.manifest, params.resample_audio.manifest]) as con:
         audio_rows = con.execute(AUDIO_ROWS_SQL).df()
     lineage = Lineage.for_stage("segment_audio", cfg)
-    segments, quarantine = segment_corpus(audio_rows, cfg, lineage, Path.cwd())
+    with Executor(params.compute) as executor:
+        segments, quarantine = segment_corpus(audio_rows, cfg, lineage, Path.cwd(), executor=executor)
     write_stage_db(cfg.manifest, {"segments": segments, "quarantine": quarantine})
 
     console = Console()

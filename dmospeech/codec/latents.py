@@ -32,6 +32,7 @@ from dmospeech.config import EncodeLatentsConfig
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.manifest import Lineage, frame
 from dmospeech.codec.model import Codec, frames_for_samples, reparameterize
+from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash
 
 # The segments that get latents: every segment marked for training (all splits) whose audio row
 # exists and that no stage quarantined. Columns feed `clips_from_segments` and the lineage.
@@ -263,16 +264,65 @@ def check_finite(latents: torch.Tensor, clip: Clip, codec_checkpoint: str) -> No
             "and the codec checkpoint (was its training loss finite?)")
 
 
+def plan_shards(clips: Sequence[Clip], sample_rate: int, hop_length: int, shard_frames: int) -> list[list[Clip]]:
+    """Clips shortest first, grouped into latent shards of at most `shard_frames` frames (a longer
+    clip is a shard of its own). The plan depends on the clips and params only, never on the
+    executor, so every engine writes the same shard files."""
+    if shard_frames < 1:
+        raise ValueError(f"encode_latents.shard_frames must be at least 1, got {shard_frames}")
+    shards: list[list[Clip]] = []
+    frames = 0
+    for clip in sorted(clips, key=lambda c: (c.duration_s, c.clip_id)):
+        n = frames_for_samples(round(clip.duration_s * sample_rate), hop_length)
+        if not shards or frames + n > shard_frames:
+            shards.append([])
+            frames = 0
+        shards[-1].append(clip)
+        frames += n
+    return shards
+
+
+def encode_shard(shards: list[tuple[int, list[Clip]]], codec: Codec, cfg: EncodeLatentsConfig, out_dir: str,
+                 sample_rate: int, codec_checkpoint: str) -> list[tuple[list[dict], tuple[np.ndarray, np.ndarray, int]]]:
+    """One executor task: encode each planned shard's clips (equal-frame batches), check them, write
+    `shard_<index>.safetensors` (temp file + rename) and return its rows and channel sums."""
+    codec = codec.to(cfg.device).eval()
+    results = []
+    for index, clips in shards:
+        name, pieces, rows, offset = f"shard_{index:05d}.safetensors", [], [], 0
+        moments = ChannelMoments(codec.cfg.latent_dim)
+        for batch in equal_frame_batches(clips, sample_rate, codec.hop_length, cfg.batch_seconds):
+            latents = encode_audio(codec, [audio for _, audio in batch], [clip.clip_id for clip, _ in batch],
+                                   cfg.use_mean)
+            for (clip, audio), z in zip(batch, latents):  # z: (n, c)
+                check_finite(z, clip, codec_checkpoint)
+                moments.add(z.numpy())
+                z64 = z.double()
+                rows.append({"segment_id": clip.clip_id, "shard": name, "frame_offset": offset, "num_frames": len(z),
+                             "num_samples": len(audio), "mean": float(z64.mean()),
+                             "std": float(z64.std(correction=0)), "min": float(z64.min()), "max": float(z64.max())})
+                pieces.append(z)
+                offset += len(z)
+        path = Path(out_dir) / name
+        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+        tmp.write_bytes(save({SHARD_TENSOR: torch.cat(pieces).contiguous()}))  # save_file would make it 0600
+        os.replace(tmp, path)
+        results.append((rows, (moments.sum, moments.sum_sq, moments.frames)))
+    return results
+
+
 def encode_segments(codec: Codec, clips: Sequence[Clip], cfg: EncodeLatentsConfig, lineage: Lineage,
                     out_dir: str | os.PathLike, sample_rate: int, *, codec_checkpoint: str,
-                    source_sha256: Mapping[str, str],
-                    progress: Optional[Callable[[], None]] = None) -> tuple[pd.DataFrame, LatentStats]:
+                    source_sha256: Mapping[str, str], progress: Optional[Callable[[int], None]] = None,
+                    executor: Optional[Executor] = None) -> tuple[pd.DataFrame, LatentStats]:
     """Encode every clip (a training segment) with `codec`; write the shards into `out_dir` (removing
     shards of an earlier run) and the global stats to `cfg.stats_path`.
 
-    Returns the `latents` table rows and the stats. `source_sha256` maps each segment id to its
-    source file hash (lineage); `progress`, if given, is called once per segment. Raises
-    NonFiniteLatentsError naming the first segment whose latents hold NaN or Inf.
+    Each planned shard is one executor task (this process when `executor` is None; on a GPU device
+    only on workers with resources {GPU: 1}). Returns the `latents` table rows and the stats.
+    `source_sha256` maps each segment id to its source file hash (lineage); `progress`, if given, is
+    told the number of segments of each finished task. Raises NonFiniteLatentsError naming the
+    first segment whose latents hold NaN or Inf.
     """
     if sample_rate != codec.cfg.sample_rate:
         raise ValueError(f"the codec {codec_checkpoint} is {codec.cfg.sample_rate} Hz but the audio is {sample_rate} Hz")
@@ -283,26 +333,27 @@ def encode_segments(codec: Codec, clips: Sequence[Clip], cfg: EncodeLatentsConfi
         raise ValueError(f"no source_sha256 for segment(s) {missing[:5]} ({len(missing)} in all)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards = ShardWriter(out_dir, cfg.shard_frames)
+    plan = list(enumerate(plan_shards(clips, sample_rate, codec.hop_length, cfg.shard_frames)))
+    resources = {"GPU": 1} if cfg.device.startswith("cuda") else None
+    with executor or Executor(LOCAL) as ex:
+        done = ex.map(encode_shard, plan, ex.shared(codec), cfg, str(out_dir.resolve()), sample_rate,
+                      codec_checkpoint, shard_size=1, resources=resources, progress=progress)
     moments = ChannelMoments(codec.cfg.latent_dim)
     rows = []
-    for batch in equal_frame_batches(clips, sample_rate, codec.hop_length, cfg.batch_seconds):
-        latents = encode_audio(codec, [audio for _, audio in batch], [clip.clip_id for clip, _ in batch],
-                               cfg.use_mean)
-        for (clip, audio), z in zip(batch, latents):  # z: (n, c)
-            check_finite(z, clip, codec_checkpoint)
-            shard, offset = shards.add(z)
-            moments.add(z.numpy())
-            z64 = z.double()
-            rows.append({"segment_id": clip.clip_id, "shard": shard, "frame_offset": offset, "num_frames": len(z),
-                         "num_samples": len(audio), "mean": float(z64.mean()), "std": float(z64.std(correction=0)),
-                         "min": float(z64.min()), "max": float(z64.max()), "codec_checkpoint": codec_checkpoint,
-                         "source_sha256": source_sha256[clip.clip_id], "parent_id": clip.clip_id,
-                         **lineage.columns()})
-            if progress is not None:
-                progress()
-    shards.flush()
-    shards.remove_stale()
+    for (index, shard_clips), result in zip(plan, done):
+        if isinstance(result, WorkerCrash):
+            raise RuntimeError(f"encoding latent shard {index} ({len(shard_clips)} segments, first "
+                               f"{shard_clips[0].clip_id}) killed its worker every time: {result.detail}")
+        shard_rows, (total, total_sq, frames) = result
+        moments.sum += total
+        moments.sum_sq += total_sq
+        moments.frames += frames
+        rows += [{**row, "codec_checkpoint": codec_checkpoint, "source_sha256": source_sha256[row["segment_id"]],
+                  "parent_id": row["segment_id"], **lineage.columns()} for row in shard_rows]
+    written = {f"shard_{index:05d}.safetensors" for index, _ in plan}
+    for path in out_dir.glob(SHARD_GLOB):
+        if path.name not in written:
+            path.unlink()
     stats = moments.stats(codec_checkpoint)
     stats.write(cfg.stats_path)
     return frame("latents", rows), stats

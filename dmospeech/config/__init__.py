@@ -14,6 +14,7 @@ from typing import Optional
 # Re-exported: one import site for every group.
 from dmospeech.config.codec import (CodecConfig, DiscriminatorConfig, EncodeLatentsConfig,  # noqa: F401
                                     FastDecoderConfig, MelLossConfig, TrainCodecConfig, TrainFastDecoderConfig)
+from dmospeech.config.compute import ComputeConfig  # noqa: F401
 from dmospeech.config.critics import (ASRDistillConfig, LatentASRConfig, LatentMaskingConfig,  # noqa: F401
                                       PhoneHeadConfig, SpeakerTeachersConfig, SpeakerVerifierConfig,
                                       SpeedPerturbConfig, TrainASRCriticConfig, TrainSVCriticConfig)
@@ -45,6 +46,7 @@ class Params:
     train_sv_critic: TrainSVCriticConfig
     distill_student: DistillStudentConfig
     evaluate: EvaluateConfig
+    compute: ComputeConfig
     pipeline: PipelineConfig
     retrain: RetrainConfig
 

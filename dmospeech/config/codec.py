@@ -94,6 +94,7 @@ class EncodeLatentsConfig:
     use_mean: bool            # posterior mean (default) or a sample
     shard_frames: int         # latent frames per shard file
     batch_seconds: float
+    device: str               # cpu | cuda: on cuda, tasks go to Dask workers with resources {GPU: 1}
     out_dir: str
     manifest: str
     stats_path: str           # global latent mean/std (JSON) used to normalise latents

@@ -80,6 +80,8 @@ class SegmentAudioConfig:
     cutoff: CutoffConfig
     exclude_cutoff: bool
     cpu_threads: int
+    device: str               # cpu | cuda: on cuda, tasks go to Dask workers with resources {GPU: 1}
+    cache_dir: str            # per-file long-form results (persistent DVC output: never shared between clones)
     manifest: str
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from dmospeech.config import SourceConfig, SplitConfig
 from dmospeech.data.manifest import Lineage, frame, quarantine_row, sha256_file
 from dmospeech.data.sources import scan_source
+from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash
 
 SPLITS = ("train", "valid", "test")
 
@@ -19,18 +20,32 @@ def scan_db_path(manifest: str, name: str) -> Path:
     return Path(manifest).parent / "sources" / f"{name}.duckdb"
 
 
+def hash_files(paths: list[str]) -> list[str]:
+    """One executor task: the sha256 of each file."""
+    return [sha256_file(path) for path in paths]
+
+
 def scan_rows(source: SourceConfig, extensions: tuple[str, ...], lineage: Lineage,
-              base: Path = Path(".")) -> pd.DataFrame:
-    """The `scanned_files` rows of one source: every item with its sha256 (NULL when missing)."""
+              base: Path = Path("."), executor: Executor | None = None) -> pd.DataFrame:
+    """The `scanned_files` rows of one source: every item with its sha256 (NULL when missing),
+    hashed in shards by `executor` (this process when None)."""
+    items = scan_source(source, extensions, base)
+    present = [item for item in items if item.path.exists()]
+    with executor or Executor(LOCAL) as ex:
+        digests = dict(zip((id(item) for item in present),
+                           ex.map(hash_files, [str(item.path.resolve()) for item in present])))
     rows = []
-    for item in scan_source(source, extensions, base):
-        exists = item.path.exists()
+    for item in items:
+        digest = digests.get(id(item))
+        problem, detail = item.problem, item.problem_detail
+        if isinstance(digest, WorkerCrash):
+            digest, problem, detail = None, "worker_crash", f"hashing {item.path}: {digest.detail}"
+        exists = id(item) in digests
         rows.append({
             "source_name": source.name, "source_kind": source.kind, "path": str(item.path),
             "rel_path": item.rel_path, "size_bytes": item.path.stat().st_size if exists else None,
             "speaker": item.speaker, "text": item.text, "transcribed": item.transcribed,
-            "problem": item.problem, "problem_detail": item.problem_detail,
-            "source_sha256": sha256_file(item.path) if exists else None, "parent_id": None,
+            "problem": problem, "problem_detail": detail, "source_sha256": digest, "parent_id": None,
             **lineage.columns(),
         })
     return frame("scanned_files", rows)

@@ -15,6 +15,7 @@ import pandas as pd
 from dmospeech.ops import audio as A
 from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.config import ResampleAudioConfig
+from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash
 from dmospeech.data.manifest import Lineage, frame, quarantine_row
 
 
@@ -47,36 +48,52 @@ def condition_file(path: str, cfg: ResampleAudioConfig) -> tuple[np.ndarray, dic
     return out, info
 
 
-def resample_corpus(sources: pd.DataFrame, cfg: ResampleAudioConfig, lineage: Lineage,
-                    project_root: Path = Path("."), progress=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(`audio`, `quarantine`) rows for every row of `source_files`; writes the FLAC files.
-
-    `progress`, if given, is called once per file (for a progress bar)."""
-    out_dir = project_root / cfg.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows, quarantine, keep = [], [], set()
-    for src in sources.itertuples(index=False):
-        name = f"{src.file_id}-{lineage.params_hash[:8]}"
-        flac, stats_json = out_dir / f"{name}.flac", out_dir / f"{name}.json"
+def resample_shard(files: list[tuple[str, str]], cfg: ResampleAudioConfig, out_dir: str) -> list[dict]:
+    """One executor task: condition each (path, output name) and write `<name>.flac` plus its
+    statistics JSON (atomically) unless present; returns each file's statistics or error record."""
+    results = []
+    for path, name in files:
+        flac, stats_json = Path(out_dir) / f"{name}.flac", Path(out_dir) / f"{name}.json"
         cached = json.loads(stats_json.read_text()) if stats_json.exists() else None
         if cached is None or ("info" in cached and not flac.exists()):
             try:
-                audio, info = condition_file(src.path, cfg)
+                audio, info = condition_file(path, cfg)
                 A.write_audio_atomic(flac, audio, cfg.sample_rate)
                 cached = {"info": info}
             except A.AudioError as err:
                 cached = {"error": {"reason": err.reason, "detail": err.detail}}
             write_json_atomic(stats_json, cached, indent=1, nonfinite="error")
-        keep.update({flac.name, stats_json.name})
+        results.append(cached)
+    return results
+
+
+def resample_corpus(sources: pd.DataFrame, cfg: ResampleAudioConfig, lineage: Lineage,
+                    project_root: Path = Path("."), progress=None,
+                    executor: Executor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(`audio`, `quarantine`) rows for every row of `source_files`; writes the FLAC files.
+
+    The files are conditioned in shards by `executor` (this process when None); `progress`, if
+    given, is called with the number of files of each finished shard (for a progress bar)."""
+    out_dir = (project_root / cfg.out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = [f"{src.file_id}-{lineage.params_hash[:8]}" for src in sources.itertuples(index=False)]
+    files = [(str((project_root / src.path).resolve()), name)
+             for src, name in zip(sources.itertuples(index=False), names)]
+    with executor or Executor(LOCAL) as ex:
+        results = ex.map(resample_shard, files, cfg, str(out_dir), progress=progress)
+    rows, quarantine, keep = [], [], set()
+    for src, name, cached in zip(sources.itertuples(index=False), names, results):
+        flac = out_dir / f"{name}.flac"
+        keep.update({flac.name, f"{name}.json"})
+        if isinstance(cached, WorkerCrash):
+            cached = {"error": {"reason": "worker_crash", "detail": f"{src.path}: {cached.detail}"}}
         if "error" in cached:
             quarantine.append(quarantine_row(src.file_id, "source_file", src.path, cached["error"]["reason"],
                                              cached["error"]["detail"], lineage, src.source_sha256, src.file_id))
         else:
-            rows.append({"file_id": src.file_id, "audio_path": str(flac.relative_to(project_root)),
+            rows.append({"file_id": src.file_id, "audio_path": str(Path(cfg.out_dir) / flac.name),
                          **cached["info"], "speaker": src.speaker, "split": src.split,
                          "source_sha256": src.source_sha256, "parent_id": src.file_id, **lineage.columns()})
-        if progress:
-            progress()
     for stale in out_dir.iterdir():
         if stale.name not in keep:
             stale.unlink()

@@ -21,6 +21,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -30,7 +31,8 @@ import soxr
 
 from dmospeech.config import CutoffConfig, SegmentAudioConfig
 from dmospeech.data import manifest
-from dmospeech.data.whisper_models import cache_dir, resolve_whisper_model
+from dmospeech.data.whisper_models import resolve_whisper_model
+from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, task_threads, worker_cached
 
 # torch, pyannote and ctranslate2 are imported lazily, after these: OpenMP reads its settings when
 # it loads, and ctranslate2 on 2 cores is steady only with passive waiting (../shared/OFFLINE.md).
@@ -221,7 +223,7 @@ def _load_aligner(cfg: SegmentAudioConfig):
     except LookupError as err:
         raise FileNotFoundError(f"whisperx.align needs NLTK data {punkt}, which cannot be downloaded here: "
                                 "put it in a folder named by NLTK_DATA, or set alignment_model: null") from err
-    return whisperx.load_align_model(cfg.language, "cpu", model_name=str(folder), model_cache_only=True)
+    return whisperx.load_align_model(cfg.language, cfg.device, model_name=str(folder), model_cache_only=True)
 
 
 def _timed_words(aligned: Sequence[dict]) -> list[Word]:
@@ -253,8 +255,8 @@ class Segmenter:
         torch.set_num_threads(cfg.cpu_threads)
         logging.getLogger("lightning.pytorch.utilities.migration.utils").setLevel(logging.WARNING)  # "upgraded checkpoint"
         self.cfg = cfg
-        self.vad = load_vad_model("cpu", cfg.vad_onset, cfg.vad_offset)
-        self.whisper = WhisperModel(str(resolve_whisper_model(cfg.whisper_model)), device="cpu",
+        self.vad = load_vad_model(cfg.device, cfg.vad_onset, cfg.vad_offset)
+        self.whisper = WhisperModel(str(resolve_whisper_model(cfg.whisper_model)), device=cfg.device,
                                     compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads, num_workers=1)
         self.aligner = _load_aligner(cfg) if cfg.alignment_model else None
 
@@ -282,7 +284,7 @@ class Segmenter:
 
         model, metadata = self.aligner
         transcript = [{"start": 0.0, "end": len(audio16k) / MODEL_SR, "text": "".join(w.text for w in words).strip()}]
-        return _timed_words(whisperx.align(transcript, model, metadata, audio16k, "cpu")["word_segments"])
+        return _timed_words(whisperx.align(transcript, model, metadata, audio16k, self.cfg.device)["word_segments"])
 
     def segment_long(self, audio: np.ndarray, sr: int) -> list[Piece]:
         """Long or untranscribed audio -> pieces of at most `max_segment_s`, cut in pauses, each
@@ -309,18 +311,31 @@ class Segmenter:
 
 
 # ----------------------------------------------------------------------------- corpus
-def _cache_file(path: Path, cfg: SegmentAudioConfig) -> Path:
-    """Per-file cache entry keyed by audio content, the params that change the result and this code."""
-    relevant = manifest.params_hash(replace(cfg, manifest="", cpu_threads=0))
-    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-    key = hashlib.sha256(f"{manifest.sha256_file(path)}{relevant}{code}".encode()).hexdigest()[:32]
-    return cache_dir() / "segments" / f"{key}.json"
+# The modules whose code decides a long-form file's pieces: a cache entry is keyed by their bytes.
+SEGMENTATION_MODULES = ("segment.py", "cutoff.py", "speech.py", "whisper_models.py")
 
 
-def _cached_longform(path: Path, expected_sr: int, cfg: SegmentAudioConfig,
+def _code_hash() -> str:
+    digest = hashlib.sha256()
+    for name in SEGMENTATION_MODULES:
+        module = Path(__file__).with_name(name)
+        if module.is_file():
+            digest.update(module.read_bytes())
+    return digest.hexdigest()
+
+
+def _cache_file(path: Path, cfg: SegmentAudioConfig, root: Path) -> Path:
+    """Per-file cache entry in the workspace's `cache_dir` (a persistent DVC output of this stage),
+    keyed by audio content, the params that change the result and this code."""
+    relevant = manifest.params_hash(replace(cfg, manifest="", cpu_threads=0, cache_dir=""))
+    key = hashlib.sha256(f"{manifest.sha256_file(path)}{relevant}{_code_hash()}".encode()).hexdigest()[:32]
+    return Path(root) / cfg.cache_dir / f"{key}.json"
+
+
+def _cached_longform(path: Path, expected_sr: int, cfg: SegmentAudioConfig, root: Path,
                      get_segmenter: Callable[[], Segmenter]) -> list[Piece]:
     """`Segmenter.segment_long` of the file, from the per-file cache when nothing changed."""
-    cache = _cache_file(path, cfg)
+    cache = _cache_file(path, cfg, root)
     if cache.is_file():
         return [Piece(**item) for item in json.loads(cache.read_text())]
     pieces = get_segmenter().segment_long(*_read_audio(path, expected_sr))
@@ -367,34 +382,54 @@ def _rows(row, pieces: Sequence[Piece], text_source: str, cfg: SegmentAudioConfi
     return segments, quarantine
 
 
+def _segment_file(row, path: Path, cfg: SegmentAudioConfig, root: Path,
+                  get_segmenter: Callable[[], Segmenter]) -> tuple[list[Piece], str]:
+    """The pieces of one audio row and where their text comes from ("given" or "whisper")."""
+    if row.transcribed and row.duration_s <= cfg.transcribed_max_s:
+        if not isinstance(row.text, str) or not row.text.strip():
+            raise ValueError(f"{row.audio_path} (file_id {row.file_id}) is marked transcribed but has no text: "
+                             "fix its source or re-run prepare_corpus, which quarantines missing transcripts")
+        return [segment_utterance(*_read_audio(path, int(row.sample_rate)), row.text, cfg)], "given"
+    return _cached_longform(path, int(row.sample_rate), cfg, root, get_segmenter), "whisper"
+
+
+def segment_shard(rows: list[dict], cfg: SegmentAudioConfig, root: str,
+                  segmenter: Segmenter | None = None) -> list[tuple[list[Piece], str]]:
+    """One executor task: `_segment_file` of each audio row, with this process's models."""
+    def get_segmenter() -> Segmenter:
+        threads = task_threads(cfg.cpu_threads)  # a Dask worker's own threads, never the whole machine's
+        return segmenter or worker_cached(("segmenter", manifest.params_hash(cfg), threads),
+                                          lambda: Segmenter(replace(cfg, cpu_threads=threads)))
+
+    return [_segment_file(SimpleNamespace(**row), Path(root) / row["audio_path"], cfg, Path(root), get_segmenter)
+            for row in rows]
+
+
 def segment_corpus(audio_rows: pd.DataFrame, cfg: SegmentAudioConfig, lineage: manifest.Lineage,
-                   project_root: Path, segmenter: Segmenter | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   project_root: Path, segmenter: Segmenter | None = None,
+                   executor: Executor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(segments rows, quarantine rows) for the `audio` table joined with `source_files`
     (`text`, `transcribed`). Transcribed files up to `transcribed_max_s` keep their text; all
-    others are cut and transcribed by Whisper (sec 4.1, 4.3). Models load once, on first need;
-    `segmenter` passes already loaded ones."""
+    others are cut and transcribed by Whisper (sec 4.1, 4.3). Files run in shards by `executor`
+    (this process when None; on a GPU device only on workers with resources {GPU: 1}); models
+    load once per process, on first need; `segmenter` passes already loaded ones (local only)."""
     missing = sorted(set(AUDIO_COLUMNS) - set(audio_rows.columns))
     if missing:
         raise ValueError(f"segment_corpus: audio rows lack column(s) {missing}; join `audio` with "
                          "`source_files` (text, transcribed) on file_id")
-    loaded: list[Segmenter] = [segmenter] if segmenter is not None else []
-
-    def get_segmenter() -> Segmenter:
-        if not loaded:
-            loaded.append(Segmenter(cfg))
-        return loaded[0]
-
+    records = [{c: (None if c == "text" and not isinstance(row[c], str) else row[c]) for c in AUDIO_COLUMNS}
+               for row in audio_rows.to_dict("records")]
+    resources = {"GPU": 1} if cfg.device.startswith("cuda") else None
+    with executor or Executor(LOCAL) as ex:
+        results = ex.map(segment_shard, records, cfg, str(Path(project_root).resolve()), segmenter,
+                         resources=resources)
     segments, quarantine = [], []
-    for row in audio_rows.itertuples(index=False):
-        path = Path(project_root) / row.audio_path
-        if row.transcribed and row.duration_s <= cfg.transcribed_max_s:
-            if not isinstance(row.text, str) or not row.text.strip():
-                raise ValueError(f"{row.audio_path} (file_id {row.file_id}) is marked transcribed but has no text: "
-                                 "fix its source or re-run prepare_corpus, which quarantines missing transcripts")
-            pieces, source = [segment_utterance(*_read_audio(path, int(row.sample_rate)), row.text, cfg)], "given"
-        else:
-            pieces, source = _cached_longform(path, int(row.sample_rate), cfg, get_segmenter), "whisper"
-        kept, rejected = _rows(row, pieces, source, cfg, lineage)
+    for row, result in zip(audio_rows.itertuples(index=False), results):
+        if isinstance(result, WorkerCrash):
+            quarantine.append(manifest.quarantine_row(row.file_id, "source_file", row.audio_path, "worker_crash",
+                                                      result.detail, lineage, row.source_sha256, row.file_id))
+            continue
+        kept, rejected = _rows(row, *result, cfg, lineage)
         segments += kept
         quarantine += rejected
     return manifest.frame("segments", segments), manifest.frame("quarantine", quarantine)

@@ -55,7 +55,7 @@ def clips(tmp_path_factory) -> list[Clip]:
 
 
 def make_cfg(root: Path, **overrides) -> EncodeLatentsConfig:
-    base = EncodeLatentsConfig(use_mean=True, shard_frames=200_000, batch_seconds=60.0, out_dir=str(root),
+    base = EncodeLatentsConfig(use_mean=True, shard_frames=200_000, batch_seconds=60.0, device="cpu", out_dir=str(root),
                                manifest=str(root / "latents.duckdb"), stats_path=str(root / "stats.json"),
                                report_dir=str(root / "report"))
     return dataclasses.replace(base, **overrides)
