@@ -54,8 +54,10 @@ def dev_sources(corpus: Path, only: tuple[str, ...] = ()) -> tuple[SourceConfig,
 
 
 def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params, executor: Executor,
-                  codec: Codec) -> dict[str, dict]:
-    """Every data stage's function on `sources`, outputs under `work`; per stage: files, wall seconds."""
+                  codec: Codec, max_files: int = 0, transcribe_all: bool = False) -> dict[str, dict]:
+    """Every data stage's function on `sources`, outputs under `work`; per stage: files, wall seconds.
+    `max_files` keeps the first files of source_files; `transcribe_all` drops the given transcripts,
+    so every file is cut and transcribed by Whisper (segmentation's worst case)."""
     work.mkdir(parents=True, exist_ok=True)
     p = params
     resample_cfg = dataclasses.replace(p.resample_audio, out_dir=str(work / "audio48k"))
@@ -77,6 +79,10 @@ def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params,
         ignore_index=True))
     timing["scan_source"]["files"] = len(scanned)
     files, quarantine = merge_sources(scanned, p.prepare_corpus.split, Lineage.for_stage("prepare_corpus", sources))
+    if max_files:
+        files = files.sort_values("file_id").head(max_files).reset_index(drop=True)
+    if transcribe_all:
+        files = files.assign(transcribed=False, text=None)
     write_stage_db(dbs["source_files"], {"source_files": files, "quarantine": quarantine})
     audio, quarantine = timed("resample_audio", len(files), lambda: resample_corpus(
         files, resample_cfg, Lineage.for_stage("resample_audio", p.resample_audio), executor=executor))
@@ -168,11 +174,17 @@ def main() -> int:
     parser.add_argument("--shard-files", type=int, default=8)
     parser.add_argument("--compare", action="store_true", help="run local and dask; report any difference")
     parser.add_argument("--scaling", action="store_true", help="run dask with 1 and 2 workers; print efficiency")
+    parser.add_argument("--max-files", type=int, default=0, help="first N files by id (0 = all)")
+    parser.add_argument("--transcribe-all", action="store_true", help="ignore given transcripts: Whisper for all")
+    parser.add_argument("--shard-frames", type=int, default=0, help="latent frames per shard (0 = params.yaml)")
     parser.add_argument("--codec", type=Path, default=None)
     parser.add_argument("--params", default=str(PROJECT_ROOT / "params.yaml"))
     parser.add_argument("--work", type=Path, default=None, help="keep outputs here (default: a temp folder)")
     args = parser.parse_args()
     params = load_params(args.params)
+    if args.shard_frames:
+        params = dataclasses.replace(params, encode_latents=dataclasses.replace(params.encode_latents,
+                                                                                shard_frames=args.shard_frames))
     sources = dev_sources(args.corpus, tuple(args.only))
     codec = seeded_codec(params, args.codec)
     work = args.work or Path(tempfile.mkdtemp(prefix="dmospeech-bench-"))
@@ -183,7 +195,8 @@ def main() -> int:
         if engine == "local":
             torch.set_num_threads(1)
         with Executor(compute) as executor:
-            timing = run_data_half(sources, work / name, dataclasses.replace(params, compute=compute), executor, codec)
+            timing = run_data_half(sources, work / name, dataclasses.replace(params, compute=compute), executor, codec,
+                                   args.max_files, args.transcribe_all)
         print_timing(f"{name}: engine {engine}, {workers if engine == 'dask' else 1} worker(s), "
                      f"worker processes used {len(executor.worker_pids)}", timing, workers if engine == "dask" else 1)
         return timing

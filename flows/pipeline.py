@@ -9,12 +9,17 @@ a log line matching `pipeline.transient_patterns`, such as DVC's lock held by an
 retried with exponential back-off; any other failure stops the flow before the later stages with a
 failure report (stage, log tail, failed manifest checks) in `<pipeline.report_dir>/failure.json`.
 
+With `compute.engine: dask` and no `compute.scheduler_address`, the flow starts one Dask
+LocalCluster for the whole run and hands its address to every stage (env DMOSPEECH_DASK_SCHEDULER),
+so the data stages share warm workers instead of each starting a cluster of its own.
+
 Run it: `python -m flows.pipeline [stage ...]` from the project root.
 """
 from __future__ import annotations
 
 import flows  # noqa: F401  (telemetry off before prefect is imported)
 
+import contextlib
 import datetime as dt
 import fnmatch
 import json
@@ -25,6 +30,7 @@ import sys
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 from prefect import flow, get_client, get_run_logger, task
@@ -33,7 +39,8 @@ from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
 from dmospeech.ops.atomic import write_json_atomic
-from dmospeech.config import PipelineConfig, load_params
+from dmospeech.ops.executor import SCHEDULER_ENV, local_cluster
+from dmospeech.config import ComputeConfig, PipelineConfig, load_params
 
 _RAN = re.compile(r"^Running stage '([^']+)'")
 _FAILED = re.compile(r"failed to reproduce '([^']+)'")
@@ -183,11 +190,26 @@ def ensure_gpu_limit(slots: int) -> None:
         client.create_concurrency_limit(tag="gpu", concurrency_limit=slots)
 
 
+@contextlib.contextmanager
+def shared_cluster(cfg: ComputeConfig) -> Iterator[None]:
+    """With engine dask and no scheduler address: one LocalCluster for every stage of this run."""
+    if cfg.engine != "dask" or cfg.scheduler_address or os.environ.get(SCHEDULER_ENV):
+        yield
+        return
+    with local_cluster(cfg) as cluster:
+        os.environ[SCHEDULER_ENV] = cluster.scheduler_address
+        try:
+            yield
+        finally:
+            os.environ.pop(SCHEDULER_ENV, None)
+
+
 @flow(name="dmospeech-pipeline")
 def pipeline_flow(root: str = ".", stages: list[str] | None = None, params_path: str = "params.yaml") -> list[dict]:
     """`dvc repro` each stage of dvc.yaml in order (or only `stages`, kept in dvc.yaml order)."""
     root_path = Path(root).resolve()
-    cfg = load_params(root_path / params_path).pipeline
+    params = load_params(root_path / params_path)
+    cfg = params.pipeline
     order = stage_order(root_path)
     unknown = sorted(set(stages or []) - set(order))
     if unknown:
@@ -196,23 +218,29 @@ def pipeline_flow(root: str = ".", stages: list[str] | None = None, params_path:
     ensure_gpu_limit(cfg.gpu_slots)
     (root_path / cfg.report_dir / "failure.json").unlink(missing_ok=True)
     runs = []
-    for i, stage in enumerate(selected):
-        state = repro_stage.with_options(
-            name=f"repro-{stage}", task_run_name=f"repro-{stage}", tags=resource_tags(stage, cfg.gpu_stages),
-            retries=cfg.retries, retry_delay_seconds=exponential_backoff(cfg.retry_delay_s),
-            retry_condition_fn=retry_if_transient,
-        )(str(root_path), stage, cfg, return_state=True)
-        if state.is_failed():
-            err = state.result(raise_on_failure=False)
-            if not isinstance(err, StageFailed):
-                raise err
-            report = failure_report(root_path, err, selected[i + 1:])
-            write_json_atomic(root_path / cfg.report_dir / "failure.json", report, indent=1)
-            text = format_failure(report)
-            get_run_logger().error(text)
-            raise PipelineFailed(text)
-        runs.append(asdict(state.result()))
+    with shared_cluster(params.compute):
+        for i, stage in enumerate(selected):
+            runs.append(_repro_in_flow(root_path, stage, cfg, selected[i + 1:]))
     return runs
+
+
+def _repro_in_flow(root_path: Path, stage: str, cfg: PipelineConfig, later: list[str]) -> dict:
+    """One stage as a Prefect task; a failure writes the failure report and stops the flow."""
+    state = repro_stage.with_options(
+        name=f"repro-{stage}", task_run_name=f"repro-{stage}", tags=resource_tags(stage, cfg.gpu_stages),
+        retries=cfg.retries, retry_delay_seconds=exponential_backoff(cfg.retry_delay_s),
+        retry_condition_fn=retry_if_transient,
+    )(str(root_path), stage, cfg, return_state=True)
+    if state.is_failed():
+        err = state.result(raise_on_failure=False)
+        if not isinstance(err, StageFailed):
+            raise err
+        report = failure_report(root_path, err, later)
+        write_json_atomic(root_path / cfg.report_dir / "failure.json", report, indent=1)
+        text = format_failure(report)
+        get_run_logger().error(text)
+        raise PipelineFailed(text)
+    return asdict(state.result())
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from dmospeech.critics.speed_copies import recogniser_speed_copies, with_copies_
 from dmospeech.critics.whisper_states import whisper_encoder_states
 from dmospeech.lineage.records import record_training_segments
 from dmospeech.data.text import Vocabulary
+from dmospeech.ops.executor import Executor
 from dmospeech.ops.training import train
 from dmospeech.critics.asr_trainer import ASRCriticTask
 
@@ -29,21 +30,24 @@ def main() -> None:
     Path(cfg.distill.cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output, empty when distillation is off
     Path(cfg.speed_perturb.cache_dir).mkdir(parents=True, exist_ok=True)  # a DVC output, empty without factors
     started = time.perf_counter()
-    copies = recogniser_speed_copies(train_items, cfg.speed_perturb.factors, cfg.speed_perturb.cache_dir,
-                                     stats.codec_checkpoint, params.encode_latents.out_dir,
-                                     params.encode_latents.shard_frames, params.encode_latents.use_mean,
-                                     int(cfg.max_seconds * FRAME_RATE))
+    with Executor(params.compute) as executor:
+        copies = recogniser_speed_copies(train_items, cfg.speed_perturb.factors, cfg.speed_perturb.cache_dir,
+                                         stats.codec_checkpoint, params.encode_latents.out_dir,
+                                         params.encode_latents.shard_frames, params.encode_latents.use_mean,
+                                         int(cfg.max_seconds * FRAME_RATE), executor=executor)
+        copies_s = time.perf_counter() - started
+        encoder_states = None
+        if cfg.distill.uses_whisper:
+            started_states = time.perf_counter()
+            encoder_states = whisper_encoder_states(train_items, cfg.distill.whisper_model, cfg.distill.cache_dir,
+                                                    threads=cfg.distill.threads, executor=executor)
     if copies:
         Console().print(f"train_asr_critic: {len(copies)} speed-perturbed copies (x{cfg.speed_perturb.factors}) of "
-                        f"{len(train_items)} segments in {time.perf_counter() - started:.1f} s "
+                        f"{len(train_items)} segments in {copies_s:.1f} s "
                         f"({cfg.speed_perturb.cache_dir})")
-    encoder_states = None
-    if cfg.distill.uses_whisper:
-        started = time.perf_counter()
-        encoder_states = whisper_encoder_states(train_items, cfg.distill.whisper_model, cfg.distill.cache_dir,
-                                                threads=cfg.distill.threads)
+    if encoder_states is not None:
         Console().print(f"train_asr_critic: Whisper {cfg.distill.whisper_model} encoder states of {len(train_items)} "
-                        f"segments in {time.perf_counter() - started:.1f} s ({cfg.distill.cache_dir})")
+                        f"segments in {time.perf_counter() - started_states:.1f} s ({cfg.distill.cache_dir})")
         encoder_states = with_copies_states(encoder_states, copies)
     task = ASRCriticTask(cfg, LatentTextDataset(train_items + copies, store, stats, FRAME_RATE),
                          LatentTextDataset(valid_items, store, stats, FRAME_RATE),

@@ -13,6 +13,7 @@ from dmospeech.lineage.records import record_training_segments
 from dmospeech.critics.asr import LatentASR
 from dmospeech.codec.model import Codec
 from dmospeech.critics.speaker_teachers import build_teacher
+from dmospeech.ops.executor import Executor
 from dmospeech.ops.training import latest_checkpoint, train
 from dmospeech.critics.sv_trainer import SpeakerCopyDataset, SVCriticTask
 
@@ -34,11 +35,12 @@ def main() -> None:
     valid_items = held_out[: cfg.valid_items]
     store, teacher = LatentStore(params.encode_latents.out_dir), build_teacher(cfg.teachers)
     codec = Codec.from_checkpoint(stats.codec_checkpoint)
-    with Progress(transient=True) as progress:
+    with Progress(transient=True) as progress, Executor(params.compute) as executor:
         bar = progress.add_task("speaker copies", total=len(train_items))
         copies, embeddings = build_speaker_copies(
             train_items, store, codec, stats.codec_checkpoint, teacher, cfg.pitch_shifts, cfg.cache_dir,
-            params.encode_latents.shard_frames, params.encode_latents.use_mean, lambda: progress.advance(bar))
+            params.encode_latents.shard_frames, params.encode_latents.use_mean, lambda n: progress.advance(bar, n),
+            executor=executor)
     trials = speaker_trials(valid_items, store, stats, teacher, cfg.trial_seconds, codec.cfg.sample_rate, FRAME_RATE)
     dataset = SpeakerCopyDataset(copies, embeddings, LatentStore(cfg.cache_dir), stats,
                                  int(cfg.crop_seconds * FRAME_RATE), FRAME_RATE)

@@ -32,7 +32,7 @@ from dmospeech.config import EncodeLatentsConfig
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.manifest import Lineage, frame
 from dmospeech.codec.model import Codec, frames_for_samples, reparameterize
-from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash
+from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, group_by_size
 
 # The segments that get latents: every segment marked for training (all splits) whose audio row
 # exists and that no stage quarantined. Columns feed `clips_from_segments` and the lineage.
@@ -116,6 +116,13 @@ def denormalize(latents: torch.Tensor, stats: LatentStats) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- shards
+def write_shard(path: Path, latents: torch.Tensor) -> None:
+    """One (frames, c) shard file, written atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(save({SHARD_TENSOR: latents.contiguous()}))  # save_file would make it 0600
+    os.replace(tmp, path)
+
+
 class ShardWriter:
     """Appends (n, c) segments to the current shard and writes it (temp file + rename) once the
     next segment would take it past `shard_frames`; a longer segment gets a shard of its own."""
@@ -146,9 +153,7 @@ class ShardWriter:
         if not self.pending:
             return
         path = self.out_dir / self.current
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_bytes(save({SHARD_TENSOR: torch.cat(self.pending).contiguous()}))  # save_file would make it 0600
-        os.replace(tmp, path)
+        write_shard(path, torch.cat(self.pending))
         self.written.append(path.name)
         self.pending, self.pending_frames = [], 0
 
@@ -270,23 +275,30 @@ def plan_shards(clips: Sequence[Clip], sample_rate: int, hop_length: int, shard_
     executor, so every engine writes the same shard files."""
     if shard_frames < 1:
         raise ValueError(f"encode_latents.shard_frames must be at least 1, got {shard_frames}")
-    shards: list[list[Clip]] = []
-    frames = 0
-    for clip in sorted(clips, key=lambda c: (c.duration_s, c.clip_id)):
-        n = frames_for_samples(round(clip.duration_s * sample_rate), hop_length)
-        if not shards or frames + n > shard_frames:
-            shards.append([])
-            frames = 0
-        shards[-1].append(clip)
-        frames += n
-    return shards
+    ordered = sorted(clips, key=lambda c: (c.duration_s, c.clip_id))
+    return group_by_size(ordered, [frames_for_samples(round(c.duration_s * sample_rate), hop_length) for c in ordered],
+                         shard_frames)
 
 
 def encode_shard(shards: list[tuple[int, list[Clip]]], codec: Codec, cfg: EncodeLatentsConfig, out_dir: str,
-                 sample_rate: int, codec_checkpoint: str) -> list[tuple[list[dict], tuple[np.ndarray, np.ndarray, int]]]:
+                 sample_rate: int, codec_checkpoint: str,
+                 threads: int) -> list[tuple[list[dict], tuple[np.ndarray, np.ndarray, int]]]:
     """One executor task: encode each planned shard's clips (equal-frame batches), check them, write
-    `shard_<index>.safetensors` (temp file + rename) and return its rows and channel sums."""
+    `shard_<index>.safetensors` (temp file + rename) and return its rows and channel sums.
+
+    Runs on `threads` intra-op threads in every engine: oneDNN's convolutions sum in an order that
+    depends on the thread count, so equal counts are what makes the latents bit-identical."""
     codec = codec.to(cfg.device).eval()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _encode_planned(shards, codec, cfg, out_dir, sample_rate, codec_checkpoint)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _encode_planned(shards: list[tuple[int, list[Clip]]], codec: Codec, cfg: EncodeLatentsConfig, out_dir: str,
+                    sample_rate: int, codec_checkpoint: str) -> list[tuple[list[dict], tuple[np.ndarray, np.ndarray, int]]]:
     results = []
     for index, clips in shards:
         name, pieces, rows, offset = f"shard_{index:05d}.safetensors", [], [], 0
@@ -303,10 +315,7 @@ def encode_shard(shards: list[tuple[int, list[Clip]]], codec: Codec, cfg: Encode
                              "std": float(z64.std(correction=0)), "min": float(z64.min()), "max": float(z64.max())})
                 pieces.append(z)
                 offset += len(z)
-        path = Path(out_dir) / name
-        tmp = path.with_name(f".{name}.tmp{os.getpid()}")
-        tmp.write_bytes(save({SHARD_TENSOR: torch.cat(pieces).contiguous()}))  # save_file would make it 0600
-        os.replace(tmp, path)
+        write_shard(Path(out_dir) / name, torch.cat(pieces))
         results.append((rows, (moments.sum, moments.sum_sq, moments.frames)))
     return results
 
@@ -337,7 +346,8 @@ def encode_segments(codec: Codec, clips: Sequence[Clip], cfg: EncodeLatentsConfi
     resources = {"GPU": 1} if cfg.device.startswith("cuda") else None
     with executor or Executor(LOCAL) as ex:
         done = ex.map(encode_shard, plan, ex.shared(codec), cfg, str(out_dir.resolve()), sample_rate,
-                      codec_checkpoint, shard_size=1, resources=resources, progress=progress)
+                      codec_checkpoint, ex.cfg.threads_per_worker, shard_size=1, resources=resources,
+                      progress=progress)
     moments = ChannelMoments(codec.cfg.latent_dim)
     rows = []
     for (index, shard_clips), result in zip(plan, done):

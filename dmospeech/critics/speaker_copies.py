@@ -31,9 +31,10 @@ from safetensors.torch import load_file, save
 from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.codec.latent_text import LatentTextItem
-from dmospeech.codec.latents import (INDEX_FILE, LatentStats, LatentStore, ShardWriter, encode_audio, normalize,
-                                    read_keyed_index)
+from dmospeech.codec.latents import (INDEX_FILE, SHARD_GLOB, LatentStats, LatentStore, encode_audio, normalize,
+                                    read_keyed_index, write_shard)
 from dmospeech.codec.model import Codec
+from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, group_by_size
 from dmospeech.ops.runtime import cached_by_rank_zero
 from dmospeech.critics.speaker_teachers import SpeakerTeacher, pitch_shift
 
@@ -70,12 +71,44 @@ def _load(cache_dir: Path, key: str) -> Optional[tuple[list[SpeakerCopy], torch.
     return [SpeakerCopy(**c) for c in saved["copies"]], load_file(str(cache_dir / "teacher.safetensors"))["embeddings"]
 
 
+def speaker_copies_shard(groups: list[tuple[int, list[LatentTextItem]]], store: LatentStore, codec: Codec,
+                         teacher: SpeakerTeacher, semitones: tuple[float, ...], cache_dir: str,
+                         use_mean: bool) -> list[tuple[list[SpeakerCopy], torch.Tensor]]:
+    """One executor task: each planned group's copies (item-major, the original first) written into
+    `shard_<index>`, with the teacher's embeddings of their audio."""
+    sample_rate = codec.cfg.sample_rate
+    results = []
+    for index, items in groups:
+        name, pieces, copies, embeddings, offset = f"shard_{index:05d}.safetensors", [], [], [], 0
+        for item in items:
+            audio = load_clip(Clip(item.segment_id, item.audio_path, item.start_s, item.end_s), sample_rate)
+            for shift in (0.0, *semitones):
+                shifted = pitch_shift(audio, sample_rate, shift)
+                if shift == 0:
+                    latents = store.read(item.shard, item.frame_offset, item.num_frames)
+                else:
+                    latents = encode_audio(codec, [shifted], [f"{item.segment_id}@{shift:+g}"], use_mean)[0]
+                if len(latents) != item.num_frames:
+                    raise ValueError(f"segment {item.segment_id}: its audio ({item.audio_path}, {item.start_s:.2f}-"
+                                     f"{item.end_s:.2f} s) encodes to {len(latents)} frames but the latent cache "
+                                     f"holds {item.num_frames}: the cache is stale; rerun encode_latents")
+                copies.append(SpeakerCopy(item.segment_id, copy_speaker(item.speaker, shift), shift, name, offset,
+                                          len(latents)))
+                pieces.append(latents)
+                offset += len(latents)
+                embeddings.append(torch.from_numpy(teacher.embed(shifted, sample_rate)))
+        write_shard(Path(cache_dir) / name, torch.cat(pieces))
+        results.append((copies, torch.stack(embeddings)))
+    return results
+
+
 def build_speaker_copies(items: Sequence[LatentTextItem], store: LatentStore, codec: Codec, codec_checkpoint: str,
                          teacher: SpeakerTeacher, semitones: Sequence[float], cache_dir: str | os.PathLike,
-                         shard_frames: int, use_mean: bool,
-                         progress: Optional[Callable[[], None]] = None) -> tuple[list[SpeakerCopy], torch.Tensor]:
+                         shard_frames: int, use_mean: bool, progress: Optional[Callable[[int], None]] = None,
+                         executor: Optional[Executor] = None) -> tuple[list[SpeakerCopy], torch.Tensor]:
     """(copies, teacher embeddings (copies, e)) of `items` as recorded and shifted by each of `semitones`.
-    `codec` must be the checkpoint that encoded `store` (its latents and the new ones must agree)."""
+    `codec` must be the checkpoint that encoded `store` (its latents and the new ones must agree).
+    Shards of about `shard_frames` copy frames are built by `executor` (this process when None)."""
     if any(s == 0 for s in semitones):
         raise ValueError(f"train_sv_critic.pitch_shifts {list(semitones)}: 0 is the original, which is always "
                          "included; list only the shifts")
@@ -86,29 +119,22 @@ def build_speaker_copies(items: Sequence[LatentTextItem], store: LatentStore, co
         return found
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / INDEX_FILE).unlink(missing_ok=True)
-    writer = ShardWriter(cache_dir, shard_frames)
+    plan = list(enumerate(group_by_size(items, [it.num_frames * (1 + len(semitones)) for it in items], shard_frames)))
+    with executor or Executor(LOCAL) as ex:
+        done = ex.map(speaker_copies_shard, plan, store, ex.shared(codec), ex.shared(teacher), tuple(semitones),
+                      str(cache_dir), use_mean, shard_size=1, progress=progress)
     copies, embeddings = [], []
-    for item in items:
-        audio = load_clip(Clip(item.segment_id, item.audio_path, item.start_s, item.end_s), codec.cfg.sample_rate)
-        for shift in (0.0, *semitones):
-            shifted = pitch_shift(audio, codec.cfg.sample_rate, shift)
-            if shift == 0:
-                latents = store.read(item.shard, item.frame_offset, item.num_frames)
-            else:
-                latents = encode_audio(codec, [shifted], [f"{item.segment_id}@{shift:+g}"], use_mean)[0]
-            if len(latents) != item.num_frames:
-                raise ValueError(f"segment {item.segment_id}: its audio ({item.audio_path}, {item.start_s:.2f}-"
-                                 f"{item.end_s:.2f} s) encodes to {len(latents)} frames but the latent cache holds "
-                                 f"{item.num_frames}: the cache is stale; rerun encode_latents")
-            shard, offset = writer.add(latents)
-            copies.append(SpeakerCopy(item.segment_id, copy_speaker(item.speaker, shift), shift, shard, offset,
-                                      len(latents)))
-            embeddings.append(torch.from_numpy(teacher.embed(shifted, codec.cfg.sample_rate)))
-        if progress is not None:
-            progress()
-    writer.flush()
-    writer.remove_stale()
-    table = torch.stack(embeddings)
+    for (index, group), result in zip(plan, done):
+        if isinstance(result, WorkerCrash):
+            raise RuntimeError(f"speaker copies: shard {index} (first segment {group[0].segment_id}) killed its "
+                               f"worker every time: {result.detail}")
+        copies += result[0]
+        embeddings.append(result[1])
+    written = {f"shard_{index:05d}.safetensors" for index, _ in plan}
+    for stale in cache_dir.glob(SHARD_GLOB):
+        if stale.name not in written:
+            stale.unlink()
+    table = torch.cat(embeddings)
     tmp = cache_dir / f".teacher.safetensors.tmp{os.getpid()}"
     tmp.write_bytes(save({"embeddings": table.contiguous()}))
     os.replace(tmp, cache_dir / "teacher.safetensors")

@@ -32,8 +32,9 @@ import torch
 from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.codec.latent_text import LatentTextItem
-from dmospeech.codec.latents import INDEX_FILE, ShardWriter, encode_audio, read_keyed_index
+from dmospeech.codec.latents import INDEX_FILE, SHARD_GLOB, encode_audio, read_keyed_index, write_shard
 from dmospeech.codec.model import Codec
+from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, group_by_size
 from dmospeech.ops.runtime import cached_by_rank_zero
 
 CACHE_VERSION = 1
@@ -71,12 +72,35 @@ def _load(cache_dir: Path, key: str) -> Optional[list[LatentTextItem]]:
     return None if saved is None else [LatentTextItem.from_dict(c) for c in saved["copies"]]
 
 
+def speed_copies_shard(groups: list[tuple[int, list[LatentTextItem]]], codec: Codec, factors: tuple[float, ...],
+                       cache_dir: str, prefix: str, use_mean: bool) -> list[list[LatentTextItem]]:
+    """One executor task: each planned group's copies (item-major) encoded into `shard_<index>`."""
+    sample_rate = codec.cfg.sample_rate
+    results = []
+    with torch.inference_mode():
+        for index, items in groups:
+            name, pieces, copies, offset = f"shard_{index:05d}.safetensors", [], [], 0
+            for item in items:
+                audio = load_clip(Clip(item.segment_id, item.audio_path, item.start_s, item.end_s), sample_rate)
+                for factor in factors:
+                    cid = copy_id(item.segment_id, factor)
+                    latents = encode_audio(codec, [speed_perturb(audio, sample_rate, factor)], [cid], use_mean)[0]
+                    copies.append(replace(item, segment_id=cid, shard=os.path.join(prefix, name), frame_offset=offset,
+                                          num_frames=len(latents)))
+                    pieces.append(latents)
+                    offset += len(latents)
+            write_shard(Path(cache_dir) / name, torch.cat(pieces))
+            results.append(copies)
+    return results
+
+
 def build_speed_copies(items: Sequence[LatentTextItem], codec: Codec, codec_checkpoint: str,
                        factors: Sequence[float], cache_dir: str | os.PathLike, store_root: str | os.PathLike,
-                       shard_frames: int, use_mean: bool,
-                       progress: Optional[Callable[[], None]] = None) -> list[LatentTextItem]:
+                       shard_frames: int, use_mean: bool, progress: Optional[Callable[[int], None]] = None,
+                       executor: Optional[Executor] = None) -> list[LatentTextItem]:
     """The copies of `items` at each of `factors` (item-major order). `codec` must be the checkpoint
-    that encoded the originals; `store_root` is the root of the `LatentStore` that will read them."""
+    that encoded the originals; `store_root` is the root of the `LatentStore` that will read them.
+    Shards of about `shard_frames` copy frames are encoded by `executor` (this process when None)."""
     if not factors:
         return []
     if any(f <= 0 or f == 1 for f in factors):
@@ -89,23 +113,22 @@ def build_speed_copies(items: Sequence[LatentTextItem], codec: Codec, codec_chec
         return found
     cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / INDEX_FILE).unlink(missing_ok=True)
-    writer = ShardWriter(cache_dir, shard_frames)
     prefix = os.path.relpath(cache_dir.resolve(), Path(store_root).resolve())
-    sample_rate = codec.cfg.sample_rate
+    plan = list(enumerate(group_by_size(items, [it.num_frames * sum(1 / f for f in factors) for it in items],
+                                        shard_frames)))
+    with executor or Executor(LOCAL) as ex:
+        done = ex.map(speed_copies_shard, plan, ex.shared(codec), tuple(factors), str(cache_dir), prefix, use_mean,
+                      shard_size=1, progress=progress)
     copies = []
-    with torch.inference_mode():
-        for item in items:
-            audio = load_clip(Clip(item.segment_id, item.audio_path, item.start_s, item.end_s), sample_rate)
-            for factor in factors:
-                name = copy_id(item.segment_id, factor)
-                latents = encode_audio(codec, [speed_perturb(audio, sample_rate, factor)], [name], use_mean)[0]
-                shard, offset = writer.add(latents)
-                copies.append(replace(item, segment_id=name, shard=os.path.join(prefix, shard), frame_offset=offset,
-                                      num_frames=len(latents)))
-            if progress is not None:
-                progress()
-    writer.flush()
-    writer.remove_stale()
+    for (index, group), result in zip(plan, done):
+        if isinstance(result, WorkerCrash):
+            raise RuntimeError(f"speed copies: shard {index} (first segment {group[0].segment_id}) killed its "
+                               f"worker every time: {result.detail}")
+        copies += result
+    written = {f"shard_{index:05d}.safetensors" for index, _ in plan}
+    for stale in cache_dir.glob(SHARD_GLOB):
+        if stale.name not in written:
+            stale.unlink()
     write_json_atomic(cache_dir / INDEX_FILE, {"key": key, "copies": [asdict(c) for c in copies]}, indent=None,
                       nonfinite="error")
     return copies
@@ -120,11 +143,12 @@ def with_copies_states(states: dict[str, torch.Tensor], copies: Sequence[LatentT
 
 def recogniser_speed_copies(items: Sequence[LatentTextItem], factors: Sequence[float], cache_dir: str | os.PathLike,
                             codec_checkpoint: str, store_root: str | os.PathLike, shard_frames: int, use_mean: bool,
-                            max_frames: int) -> list[LatentTextItem]:
+                            max_frames: int, executor: Optional[Executor] = None) -> list[LatentTextItem]:
     """The recogniser's copies of its training `items` (train_asr_critic.speed_perturb), cached; copies
     longer than `max_frames` (a slowed segment grows by 1 / factor) are left out, as the originals are."""
     if not factors:
         return []
     codec = Codec.from_checkpoint(codec_checkpoint).eval()
-    copies = build_speed_copies(items, codec, codec_checkpoint, factors, cache_dir, store_root, shard_frames, use_mean)
+    copies = build_speed_copies(items, codec, codec_checkpoint, factors, cache_dir, store_root, shard_frames, use_mean,
+                                executor=executor)
     return [c for c in copies if c.num_frames <= max_frames]

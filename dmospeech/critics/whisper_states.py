@@ -34,6 +34,7 @@ from safetensors.torch import save
 from dmospeech.ops.audio import read_region
 from dmospeech.codec.latent_text import LatentTextItem
 from dmospeech.data.whisper_models import resolve_whisper_model
+from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, task_threads, worker_cached
 from dmospeech.ops.runtime import cached_by_rank_zero
 
 CACHE_VERSION = 2
@@ -112,11 +113,20 @@ def segment_audio_16k(item: LatentTextItem) -> np.ndarray:
     return audio if sr == WHISPER_RATE else soxr.resample(audio, sr, WHISPER_RATE).astype(np.float32)
 
 
+def whisper_states_shard(items: list[LatentTextItem], model: str, threads: int) -> list[torch.Tensor]:
+    """One executor task: (m, d) float16 states of each item, with this process's encoder."""
+    threads = task_threads(threads)
+    encoder = worker_cached(("whisper-encoder", model, threads), lambda: WhisperEncoder(model, threads))
+    return [torch.from_numpy(s).to(torch.float16).contiguous()
+            for s in encoder.encode([segment_audio_16k(it) for it in items])]
+
+
 def whisper_encoder_states(items: Sequence[LatentTextItem], model: str, cache_dir: str | os.PathLike,
-                           threads: int = 1, progress: Optional[Callable[[int], None]] = None
-                           ) -> dict[str, torch.Tensor]:
+                           threads: int = 1, progress: Optional[Callable[[int], None]] = None,
+                           executor: Optional[Executor] = None) -> dict[str, torch.Tensor]:
     """segment_id -> (m, d) float16 Whisper encoder states of its audio, from `cache_dir` when the
-    same segments were encoded by the same model before, else computed and cached."""
+    same segments were encoded by the same model before, else computed (in shards by `executor`,
+    this process when None) and cached."""
     cache_dir = Path(cache_dir)
     path = cache_dir / CACHE_FILE
     identity = encoder_identity(model)
@@ -124,8 +134,12 @@ def whisper_encoder_states(items: Sequence[LatentTextItem], model: str, cache_di
     found = cached_by_rank_zero(lambda: _load(path, key), f"Whisper states with key {key} in {cache_dir}")
     if found is not None:
         return found
-    states = WhisperEncoder(model, threads).encode([segment_audio_16k(it) for it in items], progress)
-    table = {it.segment_id: torch.from_numpy(s).to(torch.float16).contiguous() for it, s in zip(items, states)}
+    with executor or Executor(LOCAL) as ex:
+        states = ex.map(whisper_states_shard, list(items), model, threads, progress=progress)
+    crashed = [it.segment_id for it, s in zip(items, states) if isinstance(s, WorkerCrash)]
+    if crashed:
+        raise RuntimeError(f"Whisper states: segment(s) {crashed[:5]} killed their worker every time they ran")
+    table = dict(zip((it.segment_id for it in items), states))
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f".{CACHE_FILE}.tmp{os.getpid()}"
     tmp.write_bytes(save(table, metadata={"key": key, "encoder": identity}))

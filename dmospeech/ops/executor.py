@@ -58,6 +58,22 @@ def shards_of(items: Sequence[Any], size: int) -> list[list[Any]]:
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
+def group_by_size(items: Sequence[Any], sizes: Sequence[float], limit: float) -> list[list[Any]]:
+    """Consecutive items grouped so each group's sizes sum to at most `limit` (a larger item is a
+    group of its own): output shards planned from the data alone, the same under every engine."""
+    if limit <= 0:
+        raise ValueError(f"shard size limit must be positive, got {limit}")
+    groups: list[list[Any]] = []
+    total = 0.0
+    for item, size in zip(items, sizes):
+        if not groups or total + size > limit:
+            groups.append([])
+            total = 0.0
+        groups[-1].append(item)
+        total += size
+    return groups
+
+
 def run_shard(fn: Callable[..., Sequence[Any]], shard: list[Any], *args: Any) -> tuple[list[Any], int]:
     """One task: `fn` over a shard, checked to give one result per item, with the worker's pid."""
     results = list(fn(shard, *args))

@@ -88,22 +88,27 @@ def test_long_clips_are_encoded_in_30_second_pieces():
 
 def test_encoder_states_are_cached_by_segments_and_model(tmp_path, monkeypatch):
     import dmospeech.critics.whisper_states as ws
+    from dmospeech.ops import executor
     import soundfile as sf
 
     audio = np.random.default_rng(1).standard_normal(48000 * 2).astype(np.float32) * 0.1
     sf.write(tmp_path / "a.wav", audio, 48000)
     items = [LatentTextItem(f"seg{i}", "spk", "train", (1,), "", 0, 40, str(tmp_path / "a.wav"), 0.5 * i, 0.5 * i + 1,
                             "sha") for i in range(2)]
-    built = []
+    built, encoders = [], []
+    monkeypatch.setattr(executor, "_PROCESS_CACHE", {})   # models load once per process: start from none
     monkeypatch.setattr(ws, "encoder_identity", lambda name: f"fake {name}")
-    monkeypatch.setattr(ws, "WhisperEncoder", lambda name, threads: built.append(name) or fake_encoder())
+    monkeypatch.setattr(ws, "WhisperEncoder", lambda name, threads: built.append(name) or encoders.append(fake_encoder())
+                        or encoders[-1])
     first = ws.whisper_encoder_states(items, "m1", tmp_path / "cache")
     assert sorted(first) == ["seg0", "seg1"] and first["seg0"].shape == (50, 3) and first["seg0"].dtype == torch.float16
     again = ws.whisper_encoder_states(items, "m1", tmp_path / "cache")
     assert built == ["m1"] and all(torch.equal(first[k], again[k]) for k in first)
-    ws.whisper_encoder_states(items[:1], "m1", tmp_path / "cache")
+    assert len(encoders[0].pieces) == 2                                  # the second call read the cache
+    ws.whisper_encoder_states(items[:1], "m1", tmp_path / "cache")      # other segments: encoded again,
+    assert len(encoders[0].pieces) == 3                                  # by the process's loaded model
     ws.whisper_encoder_states(items[:1], "m2", tmp_path / "cache")
-    assert built == ["m1", "m1", "m2"]
+    assert built == ["m1", "m2"]
     assert not list((tmp_path / "cache").glob(".*tmp*"))
 
 
