@@ -31,18 +31,41 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    """Counts of quarantined items per stage and reason, from the manifests."""
+    """Counts of quarantined items per stage and reason, or (--list) every item with its path, reason
+    and detail; --reason and --stage filter, --json prints JSON."""
     from rich.console import Console
     from rich.table import Table
 
-    from dmospeech.data.manifest import open_manifests
+    from dmospeech.data.manifest import QUARANTINE_REASONS, open_manifests
 
+    if args.reason is not None and args.reason not in QUARANTINE_REASONS:
+        print(f"dmospeech quarantine: unknown reason {args.reason!r}; known: {', '.join(sorted(QUARANTINE_REASONS))}",
+              file=sys.stderr)
+        return 2
     params = load_params(args.params)
     con = open_manifests([m for m in params.manifests() if Path(m).exists()])
-    rows = con.execute("SELECT stage, reason, count(*) FROM quarantine GROUP BY ALL ORDER BY 1, 2").fetchall()
-    table = Table("stage", "reason", "count", title="quarantine")
-    for stage, reason, count in rows:
-        table.add_row(stage, reason, str(count))
+    if "quarantine" not in {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}:
+        print("dmospeech quarantine: no manifest written yet (run `dvc repro prepare_corpus`)", file=sys.stderr)
+        return 2
+    filters = {col: value for col, value in (("reason", args.reason), ("stage", args.stage)) if value}
+    where = " WHERE " + " AND ".join(f"{col} = ?" for col in filters) if filters else ""
+    sql = (f"SELECT stage, reason, item_kind, item_id, path, detail FROM quarantine{where} "
+           "ORDER BY stage, reason, path, item_id" if args.list else
+           f"SELECT stage, reason, count(*) AS count FROM quarantine{where} GROUP BY ALL ORDER BY 1, 2")
+    cursor = con.execute(sql, list(filters.values()))
+    columns = [d[0] for d in cursor.description]
+    rows = [dict(zip(columns, row)) for row in cursor.fetchall()]
+    if args.json:
+        print(dumps_strict(rows, indent=1))
+        return 0
+    if args.list:  # one item per two lines, whole paths (a table would fold them): grep-able
+        for row in rows:
+            print(f"{row['stage']}\t{row['reason']}\t{row['item_kind']}\t{row['path']}\n\t{row['detail']}")
+        print(f"{len(rows)} quarantined item(s)")
+        return 0
+    table = Table(*columns, title="quarantine")
+    for row in rows:
+        table.add_row(*(str(row[c]) for c in columns))
     Console().print(table)
     return 0
 
@@ -178,7 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("profile", help="apply profiles/<name>.yaml to params.yaml (e.g. paper, dev)")
     p.add_argument("profile")
     p.set_defaults(func=cmd_profile)
-    q = sub.add_parser("quarantine", help="summarise quarantined items per stage and reason")
+    q = sub.add_parser("quarantine", help="quarantined items: counts per stage and reason, or --list each one")
+    q.add_argument("--list", action="store_true", help="each item with its path, reason and detail")
+    q.add_argument("--reason", help="only this reason (e.g. duplicate, missing_audio)")
+    q.add_argument("--stage", help="only items this stage quarantined (e.g. prepare_corpus)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
     q.set_defaults(func=cmd_quarantine)
     lin = sub.add_parser("lineage", help="audit: what trained a model, or what used a source file or a speaker")
     lin.add_argument("kind", choices=["model", "source", "speaker"])

@@ -1,9 +1,10 @@
 """What changed in the configured sources since the manifests were written, by content hash.
 
 A file whose path, size and modification time (older than its scan) match its `scanned_files` row
-keeps that row's sha256; every other file is hashed. Added files are those whose content hash the
-manifests do not hold; removed ones are manifest hashes no longer found in any source. A source
-whose folder does not exist is reported as missing (the demo's sources are made by a stage).
+keeps that row's sha256; every other file is hashed (transcripts without audio are not content).
+Added files are those whose content hash the manifests do not hold; removed ones are manifest hashes
+no longer found in any source. A source whose folder does not exist is reported as missing (the
+demo's sources are made by a stage).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def _manifest_rows(cfg: PrepareCorpusConfig, base: Path) -> pd.DataFrame:
     """(path, size_bytes, source_sha256, created_at) of every scanned and merged file on record."""
     frames = [read_table(base / scan_db_path(cfg.manifest, s.name), "scanned_files") for s in cfg.sources
               if (base / scan_db_path(cfg.manifest, s.name)).is_file()]
+    frames = [f[f.problem.ne("missing_audio")] for f in frames]   # transcripts without audio hold no speech
     if (base / cfg.manifest).is_file():
         frames.append(read_table(base / cfg.manifest, "source_files"))
     cols = ["path", "size_bytes", "source_sha256", "created_at"]
@@ -53,7 +55,7 @@ def source_changes(cfg: PrepareCorpusConfig, base: Path = Path(".")) -> SourceCh
     hashed, missing = 0, tuple(s.name for s in cfg.sources if not (base / s.path).exists())
     for source in cfg.sources:
         for item in scan_source(source, cfg.audio_extensions, base) if source.name not in missing else []:
-            if not item.path.is_file():
+            if item.problem == "missing_audio" or not item.path.is_file():
                 continue
             stat, row = item.path.stat(), known.get(str(item.path))
             mtime = dt.datetime.fromtimestamp(stat.st_mtime, dt.timezone.utc).replace(tzinfo=None)

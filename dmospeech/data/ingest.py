@@ -3,6 +3,7 @@ with duplicates and scan problems sent to quarantine and speakers assigned to sp
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pandas as pd
 from dmospeech.config import SourceConfig, SplitConfig
 from dmospeech.data.manifest import Lineage, frame, quarantine_row, sha256_file
 from dmospeech.data.sources import scan_source
+from dmospeech.data.text import normalize_text, unpronounceable_characters
 from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash
 
 SPLITS = ("train", "valid", "test")
@@ -68,22 +70,68 @@ def _path_id(path: str) -> str:
     return hashlib.sha256(path.encode()).hexdigest()[:16]
 
 
+def _transcript_key(text: str) -> str:
+    """A transcript as copies of one audio are compared: normalised as phonemize_text does, case-folded,
+    letters and digits only (so 'HELLO WORLD' and 'Hello, world.' agree)."""
+    kept = "".join(ch if unicodedata.category(ch)[0] in "LN" else " " for ch in normalize_text(text).casefold())
+    return " ".join(kept.split())
+
+
+def _text_problem(row) -> tuple[str, str] | None:
+    """(reason, detail) when a transcribed row's text fails phonemize_text's text checks (empty after
+    normalisation, characters espeak-ng cannot read), else None."""
+    if not row.transcribed:
+        return None
+    text = normalize_text(row.text)
+    if not text:
+        return "empty_transcript", f"the transcript of {row.path} is empty after normalisation"
+    bad = unpronounceable_characters(text)
+    return ("unpronounceable", f"the transcript of {row.path} holds characters {bad} espeak-ng cannot read"
+            ) if bad else None
+
+
 def merge_sources(scanned: pd.DataFrame, split: SplitConfig, lineage: Lineage) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(`source_files`, `quarantine`) from all sources' scanned rows. The first file with a given
-    content hash (in source order, then path) is kept; later copies are quarantined as duplicates."""
-    good, quarantine, first_path = [], [], {}
+    """(`source_files`, `quarantine`) from all sources' scanned rows (in source order, then path).
+
+    A row with a scan problem is quarantined with that problem. Rows with one content hash are copies
+    of one audio. When their transcripts differ (`_transcript_key`; an untranscribed copy differs from
+    none), which is right is unknown: every copy is quarantined as `conflicting_transcripts`. Else one
+    copy is kept: the first whose text passes phonemize_text's text checks, a transcribed one before an
+    untranscribed one; each other copy is quarantined with its own text problem if it has one, else
+    as a `duplicate` naming the kept copy. Quarantined files are identified by a hash of their path
+    (no file id is theirs)."""
+    order = {row.path: i for i, row in enumerate(scanned.itertuples(index=False))}
+    good, quarantine, copies = [], [], {}
+
+    def quarantined(row, reason: str, detail: str) -> None:
+        sha = row.source_sha256 if isinstance(row.source_sha256, str) else None
+        quarantine.append(quarantine_row(_path_id(row.path), "source_file", row.path, reason, detail, lineage, sha))
+
     for row in scanned.itertuples(index=False):
-        sha = row.source_sha256
-        item_id = sha[:16] if isinstance(sha, str) else _path_id(row.path)
         if isinstance(row.problem, str):
-            quarantine.append(quarantine_row(item_id, "source_file", row.path, row.problem, row.problem_detail,
-                                             lineage, sha if isinstance(sha, str) else None))
-        elif sha in first_path:
-            quarantine.append(quarantine_row(item_id, "source_file", row.path, "duplicate",
-                                             f"same content as {first_path[sha]}", lineage, sha))
+            quarantined(row, row.problem, row.problem_detail)
         else:
-            first_path[sha] = row.path
-            good.append(row)
+            copies.setdefault(row.source_sha256, []).append(row)
+    for sha, group in copies.items():
+        if len({_transcript_key(row.text) for row in group if row.transcribed}) > 1:
+            for row in group:
+                others = "; ".join(f"{o.path}: {o.text!r}" for o in group if o is not row and o.transcribed)
+                says = f"this copy says {row.text!r}, " if row.transcribed else ""
+                quarantined(row, "conflicting_transcripts",
+                            f"{says}other copies of the same audio (sha256 {sha[:16]}) say {others}")
+            continue
+        problems = [_text_problem(row) for row in group]
+        kept = min(range(len(group)), key=lambda i: (problems[i] is not None, not group[i].transcribed, i))
+        good.append(group[kept])
+        for row, problem in zip(group, problems):
+            if row is group[kept]:
+                continue
+            if problem is not None:
+                quarantined(row, problem[0], f"{problem[1]}; the same audio is kept as {group[kept].path}")
+            else:
+                quarantined(row, "duplicate", f"same content as {group[kept].path}")
+    good.sort(key=lambda row: order[row.path])
+    quarantine.sort(key=lambda q: order[q["path"]])
     splits = assign_splits([row.speaker for row in good], split)
     rows = [{
         "file_id": row.source_sha256[:16], "source_name": row.source_name, "source_kind": row.source_kind,

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import warnings
 from dataclasses import dataclass, asdict, is_dataclass
 from functools import lru_cache
 from importlib import resources
@@ -31,12 +32,20 @@ QUARANTINE_REASONS: dict[str, str] = {
     "too_short": "shorter than the minimum duration",
     "too_long": "longer than the maximum duration",
     "missing_transcript": "a transcribed source has no transcript for this file",
+    "missing_audio": "a transcript or list entry names audio that does not exist",
     "empty_transcript": "the transcript is empty",
     "unpronounceable": "the text holds characters or words espeak cannot pronounce",
     "duplicate": "the same audio content (sha256) is already in the corpus",
+    "conflicting_transcripts": "copies of the same audio content (sha256) carry different transcripts",
+    "non_finite_samples": "the audio decodes to NaN or infinite sample values",
     "no_speech": "no speech was found by the voice-activity detector or the recogniser",
     "unsupported_format": "the file extension is not an audio format we read",
 }
+
+
+UNION_TABLES = ("quarantine", "scanned_files")  # written by several stage databases, read as one
+TIME_COLUMNS = ("created_at", "updated_at")  # lineage times: first produced, content last changed
+RUN_STAMPS = ("code_version", "params_hash")   # lineage of the run that wrote a row, not its content
 
 
 @lru_cache(maxsize=1)
@@ -95,7 +104,8 @@ def code_version() -> str:
 
 @dataclass(frozen=True)
 class Lineage:
-    """The lineage columns a stage stamps on every row it writes."""
+    """The lineage columns a stage stamps on every row it writes. `created_at` is the time of this
+    run; `write_stage_db` puts back the earlier times of rows a previous run already wrote."""
 
     stage: str
     params_hash: str
@@ -107,7 +117,7 @@ class Lineage:
         return cls(stage, params_hash(params), code_version(), dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
 
     def columns(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "updated_at": self.created_at}
 
 
 def quarantine_row(item_id: str, item_kind: str, path: str, reason: str, detail: str,
@@ -132,20 +142,77 @@ def frame(table: str, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
+def primary_key(table: str) -> str | None:
+    """The PRIMARY KEY column of `table` in `schema.sql`, or None."""
+    match = re.search(r"(\w+)\s+\w+(?:\[\])?\s+PRIMARY KEY", schema_statements()[table])
+    return match.group(1) if match else None
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def keep_first_times(con: duckdb.DuckDBPyConnection, table: str, previous: str) -> None:
+    """Give the rows of `table` the times of the same rows in `previous` (the table as the last run wrote it).
+
+    A row with a primary key keeps the earlier `created_at` of its key, and its earlier `updated_at`
+    when its content is unchanged; a table without one keeps both times of rows whose content is
+    unchanged. Content is every column but the times and the run's stamps (`code_version`,
+    `params_hash`), so a row that new code or params reproduce keeps its times (and takes the new
+    stamps). A file written before `updated_at` existed counts its `created_at` as the last update.
+    """
+    new, old = _columns(con, table), _columns(con, previous)
+    content = [c for c in new if c not in TIME_COLUMNS + RUN_STAMPS]
+    same = (" AND ".join(f'n."{c}" IS NOT DISTINCT FROM o."{c}"' for c in content)
+            if set(content) <= set(old) else "false")
+    old_updated = "updated_at" if "updated_at" in old else "created_at"
+    key = primary_key(table)
+    if key is not None and key in old:
+        con.execute(f"UPDATE {table} AS n SET created_at = o.created_at, updated_at = CASE WHEN {same} "
+                    f"THEN o.{old_updated} ELSE n.updated_at END FROM {previous} AS o WHERE n.{key} = o.{key}")
+    elif key is None and same != "false":
+        cols = ", ".join(f'"{c}"' for c in content)
+        con.execute(f"UPDATE {table} AS n SET created_at = o.created_at, updated_at = o.updated_at "
+                    f"FROM (SELECT {cols}, min(created_at) AS created_at, min({old_updated}) AS updated_at "
+                    f"FROM {previous} GROUP BY ALL) AS o WHERE {same}")
+
+
+def _attach_previous(con: duckdb.DuckDBPyConnection, path: Path) -> set[str]:
+    """Attach the database at `path` read-only as `previous`; the tables it holds (none when absent)."""
+    if not path.is_file():
+        return set()
+    try:
+        con.execute(f"ATTACH '{path}' AS previous (READ_ONLY)")
+    except duckdb.Error as err:
+        warnings.warn(f"{path}: the previous stage database cannot be read ({err}); every row gets this run's "
+                      "time as created_at")
+        return set()
+    return {row[0] for row in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'previous'").fetchall()}
+
+
 def write_stage_db(path: str | os.PathLike, tables: Mapping[str, pd.DataFrame]) -> Path:
-    """Write `tables` into a fresh DuckDB file at `path`, atomically (temp file + rename)."""
+    """Write `tables` into a fresh DuckDB file at `path`, atomically (temp file + rename).
+
+    When `path` already holds a stage database (DVC keeps it: the manifests are `persist: true`
+    outputs), rows it already held keep their `created_at` (and `updated_at` when unchanged;
+    `keep_first_times`), so a rerun records when each row was first produced, not when it was rewritten.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))
     try:
+        previous = _attach_previous(con, path)
         for table, df in tables.items():
             con.execute(schema_statements()[table])
             if len(df):
                 con.register("_rows", df)
                 con.execute(f"INSERT INTO {table} SELECT * FROM _rows")
                 con.unregister("_rows")
+            if table in previous:
+                keep_first_times(con, table, f"previous.{table}")
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -162,7 +229,7 @@ def read_table(path: str | os.PathLike, table: str) -> pd.DataFrame:
 
 def open_manifests(stage_dbs: Iterable[str | os.PathLike]) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with every stage database attached read-only and one view per
-    table (`quarantine` is the union of all stages' quarantine tables)."""
+    table (`quarantine` is the union of all stages' quarantine tables, `scanned_files` of all sources')."""
     con = duckdb.connect()
     owners: dict[str, list[str]] = {}
     for i, db in enumerate(stage_dbs):
@@ -175,7 +242,7 @@ def open_manifests(stage_dbs: Iterable[str | os.PathLike]) -> duckdb.DuckDBPyCon
                 "SELECT table_name FROM information_schema.tables WHERE table_catalog = ?", [alias]).fetchall():
             owners.setdefault(table, []).append(alias)
     for table, aliases in owners.items():
-        if table != "quarantine" and len(aliases) > 1:
+        if table not in UNION_TABLES and len(aliases) > 1:
             raise ValueError(f"table {table!r} is written by more than one manifest: {aliases}")
         union = " UNION ALL ".join(f"SELECT * FROM {a}.{table}" for a in aliases)
         con.execute(f"CREATE VIEW {table} AS {union}")

@@ -2,7 +2,9 @@
 -- Each stage writes its own DuckDB file (a DVC output) holding the tables it owns; the
 -- Manifest class attaches them read-only so queries can join across stages.
 -- Lineage columns on every row: source_sha256 (content hash of the original file),
--- parent_id (row id in the upstream table), stage, params_hash, code_version, created_at.
+-- parent_id (row id in the upstream table), stage, params_hash, code_version, created_at (when the row
+-- was first produced, kept across reruns that write it again) and updated_at (when its content last changed;
+-- see dmospeech.data.manifest.keep_first_times).
 
 CREATE TABLE scanned_files (            -- one per source (stage scan_source), merged by prepare_corpus
     source_name    VARCHAR NOT NULL,
@@ -20,7 +22,8 @@ CREATE TABLE scanned_files (            -- one per source (stage scan_source), m
     stage          VARCHAR NOT NULL,
     params_hash    VARCHAR NOT NULL,
     code_version   VARCHAR NOT NULL,
-    created_at     TIMESTAMP NOT NULL
+    created_at     TIMESTAMP NOT NULL,
+    updated_at     TIMESTAMP NOT NULL
 );
 
 CREATE TABLE source_files (
@@ -39,7 +42,8 @@ CREATE TABLE source_files (
     stage          VARCHAR NOT NULL,
     params_hash    VARCHAR NOT NULL,
     code_version   VARCHAR NOT NULL,
-    created_at     TIMESTAMP NOT NULL
+    created_at     TIMESTAMP NOT NULL,
+    updated_at     TIMESTAMP NOT NULL
 );
 
 CREATE TABLE audio (
@@ -63,7 +67,8 @@ CREATE TABLE audio (
     stage              VARCHAR NOT NULL,
     params_hash        VARCHAR NOT NULL,
     code_version       VARCHAR NOT NULL,
-    created_at         TIMESTAMP NOT NULL
+    created_at         TIMESTAMP NOT NULL,
+    updated_at         TIMESTAMP NOT NULL
 );
 
 CREATE TABLE segments (
@@ -87,7 +92,8 @@ CREATE TABLE segments (
     stage            VARCHAR NOT NULL,
     params_hash      VARCHAR NOT NULL,
     code_version     VARCHAR NOT NULL,
-    created_at       TIMESTAMP NOT NULL
+    created_at       TIMESTAMP NOT NULL,
+    updated_at       TIMESTAMP NOT NULL
 );
 
 CREATE TABLE phonemes (
@@ -103,11 +109,12 @@ CREATE TABLE phonemes (
     stage               VARCHAR NOT NULL,
     params_hash         VARCHAR NOT NULL,
     code_version        VARCHAR NOT NULL,
-    created_at          TIMESTAMP NOT NULL
+    created_at          TIMESTAMP NOT NULL,
+    updated_at          TIMESTAMP NOT NULL
 );
 
 CREATE TABLE quarantine (
-    item_id        VARCHAR NOT NULL,      -- file_id or segment_id (or a path hash when unreadable)
+    item_id        VARCHAR NOT NULL,      -- file_id or segment_id; a path hash for a file prepare_corpus quarantines
     item_kind      VARCHAR NOT NULL,      -- source_file | segment
     path           VARCHAR NOT NULL,
     reason         VARCHAR NOT NULL,      -- short code, see dmospeech.data.manifest.QUARANTINE_REASONS
@@ -117,7 +124,8 @@ CREATE TABLE quarantine (
     stage          VARCHAR NOT NULL,
     params_hash    VARCHAR NOT NULL,
     code_version   VARCHAR NOT NULL,
-    created_at     TIMESTAMP NOT NULL
+    created_at     TIMESTAMP NOT NULL,
+    updated_at     TIMESTAMP NOT NULL
 );
 
 CREATE TABLE latents (                  -- stage encode_latents: one row per encoded segment
@@ -136,5 +144,6 @@ CREATE TABLE latents (                  -- stage encode_latents: one row per enc
     stage             VARCHAR NOT NULL,
     params_hash       VARCHAR NOT NULL,
     code_version      VARCHAR NOT NULL,
-    created_at        TIMESTAMP NOT NULL
+    created_at        TIMESTAMP NOT NULL,
+    updated_at        TIMESTAMP NOT NULL
 );

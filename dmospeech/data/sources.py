@@ -4,11 +4,13 @@ Layouts (params `prepare_corpus.sources[].kind`):
 - librispeech: `spk/chapter/*.flac|wav` with `spk-chapter.trans.txt` (LibriSpeech) or
   `<utt>.normalized.txt` next to each file (LibriTTS);
 - ljspeech: `metadata.csv` (`id|text|normalized text`) and `wavs/<id>.wav`;
-- sidecar: `x.wav` + `x.txt` anywhere below the root;
+- sidecar: `x.wav` + `x.txt` anywhere below the root (every `.txt` is a transcript);
 - csv: a CSV manifest with columns path, speaker, text (paths relative to the CSV's folder);
 - longform: untranscribed audio, one speaker per top-level folder (LibriLight style).
 Problems found here (missing or empty transcript, missing file) travel with the item as a
-quarantine reason; nothing is dropped.
+quarantine reason; nothing is dropped. Text without audio becomes a `missing_audio` item, so every
+input, audio or text, ends in the manifests: a sidecar or `.normalized.txt` file is named by its
+path, a `.trans.txt` line by `<trans file>#<utterance>`, a metadata or CSV row by the audio it names.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def _item(source: SourceConfig, root: Path, path: Path, text: str | None, transc
     speaker = speaker or _default_speaker(source, root, path)
     rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     if not path.exists():
-        return SourceItem(path, rel, speaker, text, transcribed, "unreadable", f"{path} is listed but does not exist")
+        return SourceItem(path, rel, speaker, text, transcribed, "missing_audio", f"{path} is listed but does not exist")
     if transcribed and text is None:
         return SourceItem(path, rel, speaker, None, True, "missing_transcript", f"no transcript found for {rel}")
     if transcribed and not text.strip():
@@ -61,19 +63,36 @@ def _item(source: SourceConfig, root: Path, path: Path, text: str | None, transc
     return SourceItem(path, rel, speaker, text.strip() if text else text, transcribed)
 
 
+def _missing_audio(source: SourceConfig, root: Path, path: Path, text: str, detail: str) -> SourceItem:
+    """A transcript with no audio: an item named by the transcript (`path`) with problem missing_audio."""
+    return SourceItem(path, str(path.relative_to(root)), _default_speaker(source, root, path), text.strip(), True,
+                      "missing_audio", detail)
+
+
 def scan_librispeech(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Iterator[SourceItem]:
-    transcripts: dict[str, str] = {}
-    for trans in root.rglob("*.trans.txt"):
-        for line in trans.read_text(encoding="utf-8").splitlines():
+    transcripts: dict[str, tuple[str, Path, int]] = {}
+    for trans in sorted(root.rglob("*.trans.txt")):
+        for n, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():
                 utt, _, text = line.strip().partition(" ")
-                transcripts[utt] = text
-    for path in _audio_files(root, exts):
-        text = transcripts.get(path.stem)
+                transcripts[utt] = (text, trans, n)
+    audio = _audio_files(root, exts)
+    for path in audio:
+        text = transcripts[path.stem][0] if path.stem in transcripts else None
         normalized = path.with_name(f"{path.stem}.normalized.txt")
         if text is None and normalized.exists():
             text = normalized.read_text(encoding="utf-8")
         yield _item(source, root, path, text)
+    stems, beside = {path.stem for path in audio}, {(path.parent, path.stem) for path in audio}
+    for utt, (text, trans, n) in transcripts.items():
+        if utt not in stems:
+            yield _missing_audio(source, root, Path(f"{trans}#{utt}"), text,
+                                 f"{trans}:{n} transcribes {utt}, but no audio file {utt}.* ({', '.join(exts)}) exists")
+    for normalized in sorted(root.rglob("*.normalized.txt")):
+        utt = normalized.name.removesuffix(".normalized.txt")
+        if (normalized.parent, utt) not in beside:
+            yield _missing_audio(source, root, normalized, normalized.read_text(encoding="utf-8"),
+                                 f"no audio file {utt}.* ({', '.join(exts)}) beside {normalized}")
 
 
 def scan_ljspeech(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Iterator[SourceItem]:
@@ -92,15 +111,23 @@ def scan_ljspeech(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> It
         listed[fields[0]] = text
     for utt, text in listed.items():
         yield _item(source, root, root / "wavs" / f"{utt}.wav", text, speaker=speaker)
+    wavs = {root / "wavs" / f"{utt}.wav" for utt in listed}
     for path in _audio_files(root, exts):
-        if path.stem not in listed:
+        if path not in wavs:
             yield _item(source, root, path, None, speaker=speaker)
 
 
 def scan_sidecar(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Iterator[SourceItem]:
-    for path in _audio_files(root, exts):
+    audio = _audio_files(root, exts)
+    for path in audio:
         txt = path.with_suffix(".txt")
         yield _item(source, root, path, txt.read_text(encoding="utf-8") if txt.exists() else None)
+    with_audio = {path.with_suffix(".txt") for path in audio}
+    for txt in sorted(p for p in root.rglob("*.txt") if p.is_file() and p not in with_audio):
+        others = sorted(p.name for p in txt.parent.iterdir() if p.stem == txt.stem and p != txt)
+        beside = f"; {', '.join(others)} beside it is not in prepare_corpus.audio_extensions" if others else ""
+        yield _missing_audio(source, root, txt, txt.read_text(encoding="utf-8"),
+                             f"no audio file {txt.stem}.* ({', '.join(exts)}) beside {txt}{beside}")
 
 
 def scan_csv(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Iterator[SourceItem]:

@@ -23,8 +23,8 @@ from great_expectations.data_context.types.base import (  # noqa: E402
     DataContextConfig, InMemoryStoreBackendDefaults, ProgressBarsConfig)
 from great_expectations.expectations.row_conditions import Column  # noqa: E402
 
-from dmospeech.config import SourceConfig, ValidateManifestConfig  # noqa: E402
-from dmospeech.data.ingest import SPLITS  # noqa: E402
+from dmospeech.config import Params, SourceConfig, ValidateManifestConfig  # noqa: E402
+from dmospeech.data.ingest import SPLITS, scan_db_path  # noqa: E402
 from dmospeech.data.manifest import QUARANTINE_REASONS, open_manifests  # noqa: E402
 from dmospeech.ops.atomic import dumps_strict  # noqa: E402
 
@@ -39,7 +39,7 @@ NON_EMPTY = r"\S"        # at least one non-whitespace character
 
 # Lineage columns that must be set, per table: source files have no parent; a quarantined
 # unreadable file may have neither hash nor parent.
-LINEAGE = ("source_sha256", "parent_id", "stage", "params_hash", "code_version", "created_at")
+LINEAGE = ("source_sha256", "parent_id", "stage", "params_hash", "code_version", "created_at", "updated_at")
 LINEAGE_COLUMNS = {"source_files": tuple(c for c in LINEAGE if c != "parent_id"), "audio": LINEAGE,
                    "segments": LINEAGE, "phonemes": LINEAGE, "quarantine": LINEAGE[2:]}
 
@@ -240,7 +240,18 @@ class RelationalCheck:
     sql: str
 
 
+# Tables the relational checks read besides those of ID_COLUMNS: the scan of every source.
+SCAN_TABLES = ("scanned_files",)
+
 RELATIONAL_CHECKS = (
+    RelationalCheck("expect_scanned_files_to_end_in_segments_or_quarantine", "scanned_files",
+                    "every scanned input (audio or text) ends in segments or in quarantine, not in both "
+                    "(ids are paths)", """
+        SELECT sc.path AS id FROM scanned_files sc LEFT JOIN source_files s ON s.path = sc.path
+        WHERE EXISTS (SELECT 1 FROM quarantine q WHERE q.item_kind = 'source_file'
+                      AND (q.path = sc.path OR q.item_id = s.file_id))
+            = (EXISTS (SELECT 1 FROM segments g WHERE g.file_id = s.file_id)
+               OR EXISTS (SELECT 1 FROM quarantine q WHERE q.item_kind = 'segment' AND q.parent_id = s.file_id))"""),
     RelationalCheck("expect_source_files_to_be_segmented_or_quarantined", "source_files",
                     "every source file has segments, a quarantine row, or quarantined segments", """
         SELECT s.file_id AS id FROM source_files s
@@ -304,7 +315,7 @@ def require_tables(con: duckdb.DuckDBPyConnection, stage_dbs: Iterable[str | os.
     """Raise if a manifest table is missing from every stage database."""
     present = {row[0] for row in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()").fetchall()}
-    missing = [table for table in ID_COLUMNS if table not in present]
+    missing = [table for table in (*ID_COLUMNS, *SCAN_TABLES) if table not in present]
     if missing:
         raise ValueError(f"no stage database holds table(s) {missing} (searched {[str(db) for db in stage_dbs]}); "
                          "run `dvc repro` for the stages that write them")
@@ -317,13 +328,21 @@ def quarantine_summary(con: duckdb.DuckDBPyConnection) -> tuple[QuarantineCount,
     return tuple(QuarantineCount(stage, reason, count) for stage, reason, count in rows)
 
 
+def gated_manifests(params: Params) -> list[str]:
+    """The stage databases `validate_manifest` reads: every source's scan, then `params.manifests()`."""
+    cfg = params.prepare_corpus
+    return [str(scan_db_path(cfg.manifest, source.name)) for source in cfg.sources] + params.manifests()
+
+
 def validate_manifests(stage_dbs: Iterable[str | os.PathLike], cfg: ValidateManifestConfig, sample_rate: int,
                        vocab_size: int, vocab_version: Optional[str] = None) -> ValidationReport:
     """Run every table suite and relational check over the stage databases.
 
     `sample_rate` is the rate every audio and segment row must have (`resample_audio.sample_rate`);
     phoneme ids must lie in [0, vocab_size); when `vocab_version` is given, every phonemes row must
-    name it. Raises if a database or table is missing; rule violations go into the report.
+    name it. `stage_dbs` include the sources' scans (`gated_manifests`), so that every input can be
+    followed to segments or quarantine. Raises if a database or table is missing; rule violations go
+    into the report.
     """
     if vocab_size < 1:
         raise ValueError(f"vocab_size must be at least 1, got {vocab_size}")

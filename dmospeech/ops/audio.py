@@ -51,7 +51,8 @@ def wav_missing_bytes(path: Path) -> int:
 
 
 def decode_audio(path: str | os.PathLike, block_frames: int = 1 << 18) -> DecodedAudio:
-    """Decode a file to (c, n) float32; raise AudioError('unreadable' | 'truncated' | 'zero_length').
+    """Decode a file to (c, n) float32; raise AudioError('unreadable' | 'truncated' | 'zero_length' |
+    'non_finite_samples').
 
     Reads block by block so a file whose data stops before its header's frame count (or whose
     decoder fails midway) is reported as truncated rather than silently shortened.
@@ -86,8 +87,9 @@ def decode_audio(path: str | os.PathLike, block_frames: int = 1 << 18) -> Decode
     if 0 < declared and read < declared:
         raise AudioError("truncated", f"{path}: header declares {declared} frames, only {read} could be read")
     audio = np.concatenate(blocks, axis=0).T.copy()
-    if not np.isfinite(audio).all():
-        raise AudioError("unreadable", f"{path} decodes to NaN or infinite samples")
+    bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+    if bad:
+        raise AudioError("non_finite_samples", f"{path}: {bad} of {audio.size} samples are NaN or infinite")
     return DecodedAudio(audio, sample_rate)
 
 

@@ -33,7 +33,7 @@ def test_ljspeech_layout(tmp_path):
     (tmp_path / "metadata.csv").write_text("LJ001-0001|Raw text 1|Normalized text one\nLJ001-0002|gone|gone\n")
     items = by_name(scan_source(SourceConfig("lj", "ljspeech", str(tmp_path), speaker="lj"), EXTS))
     assert items["LJ001-0001.wav"].text == "Normalized text one" and items["LJ001-0001.wav"].speaker == "lj"
-    assert items["LJ001-0002.wav"].problem == "unreadable"  # listed, file missing
+    assert items["LJ001-0002.wav"].problem == "missing_audio"  # listed, file missing
     assert items["LJ001-0009.wav"].problem == "missing_transcript"  # file, not listed
 
 
@@ -58,7 +58,7 @@ def test_csv_manifest(tmp_path):
     (tmp_path / "m.csv").write_text('path,speaker,text\na/x.wav,alice,"Hi, there."\na/none.wav,bob,Missing file\n')
     items = by_name(scan_source(SourceConfig("c", "csv", str(tmp_path / "m.csv")), EXTS))
     assert items["x.wav"].speaker == "alice" and items["x.wav"].text == "Hi, there."
-    assert items["none.wav"].problem == "unreadable"
+    assert items["none.wav"].problem == "missing_audio"
 
 
 def test_csv_manifest_missing_column(tmp_path):
@@ -83,12 +83,45 @@ def test_missing_source_root(tmp_path):
 @pytest.mark.parametrize("kind,sub,speaker,expected", [
     ("librispeech", "librispeech", None, 125),
     ("ljspeech", "ljspeech", "ljspeech", 32),
-    ("sidecar", "kathleen", "kathleen", 200),
+    ("sidecar", "kathleen", "kathleen", 201),   # LICENSE.txt: a sidecar text without audio
     ("csv", "arctic/manifest.csv", None, 9),
     ("longform", "longform", None, 2),
 ])
 def test_adapters_on_real_corpus(dev_corpus, kind, sub, speaker, expected):
     items = scan_source(SourceConfig(kind, kind, str(dev_corpus / sub), speaker=speaker), EXTS)
     assert len(items) == expected
-    assert all(i.problem is None for i in items)
+    problems = {i.rel_path: i.problem for i in items if i.problem}
+    assert problems == ({"LICENSE.txt": "missing_audio"} if kind == "sidecar" else {})
     assert all(i.text for i in items) or kind == "longform"
+
+
+def test_text_without_audio_is_an_item_of_every_layout(tmp_path):
+    """Issue 25: a transcript whose audio is missing ends in an item (problem missing_audio), never nowhere."""
+    side = tmp_path / "side"
+    write(side / "spk" / "a.wav", voiced(1.0))
+    (side / "spk" / "a.txt").write_text("with audio")
+    (side / "spk" / "orphan.txt").write_text("no audio beside me")
+    (side / "spk" / "song.mp3").write_bytes(b"ID3")
+    (side / "spk" / "song.txt").write_text("audio of an extension not configured")
+    items = by_name(scan_source(SourceConfig("sc", "sidecar", str(side)), EXTS))
+    assert items["a.wav"].problem is None
+    assert items["orphan.txt"].problem == "missing_audio" and items["orphan.txt"].text == "no audio beside me"
+    assert items["orphan.txt"].speaker == "spk" and "song.mp3" in items["song.txt"].problem_detail
+
+    ls = tmp_path / "ls" / "19" / "198"
+    write(ls / "19-198-0000.flac", voiced(1.0))
+    (ls / "19-198.trans.txt").write_text("19-198-0000 HELLO\n19-198-0001 GONE AWAY\n")
+    (ls / "19-198-0002.normalized.txt").write_text("Gone too.")
+    items = by_name(scan_source(SourceConfig("ls", "librispeech", str(tmp_path / "ls")), EXTS))
+    assert items["19-198-0000.flac"].problem is None
+    gone = items["19-198.trans.txt#19-198-0001"]
+    assert (gone.problem, gone.text, gone.speaker) == ("missing_audio", "GONE AWAY", "19")
+    assert "19-198.trans.txt:2" in gone.problem_detail
+    assert items["19-198-0002.normalized.txt"].problem == "missing_audio"
+
+    lj = tmp_path / "lj"
+    write(lj / "elsewhere" / "LJ001-0001.wav", voiced(1.0))   # listed id, but not under wavs/
+    (lj / "metadata.csv").write_text("LJ001-0001|text|text\n")
+    items = scan_source(SourceConfig("lj", "ljspeech", str(lj)), EXTS)
+    assert sorted((i.rel_path, i.problem) for i in items) == [
+        ("elsewhere/LJ001-0001.wav", "missing_transcript"), ("wavs/LJ001-0001.wav", "missing_audio")]

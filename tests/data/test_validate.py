@@ -26,7 +26,9 @@ VOCAB = Vocabulary.load(VOCAB_PATH)
 IPA = "ðə bˈɜːtʃ kənˈuː"
 FILE_A, FILE_B, FILE_C, FILE_D = "a" * 16, "b" * 16, "c" * 16, "d" * 16
 STAGES = {"prepare_corpus": "source_files", "resample_audio": "audio",
-          "segment_audio": "segments", "phonemize_text": "phonemes"}
+          "segment_audio": "segments", "phonemize_text": "phonemes", "scan_source": "scanned_files"}
+DB_NAMES = {"scan_source": "sources/demo.duckdb"}   # where stage validate_manifest finds source demo's scan
+ORPHAN = "/corpus/orphan.txt"                        # a sidecar transcript without audio
 Corpus = dict[str, list[dict[str, Any]]]   # table -> rows
 
 
@@ -66,6 +68,13 @@ def phonemes(seg: dict[str, Any], ids: list[int]) -> dict[str, Any]:
             "vocab_version": VOCAB.version, **lineage("phonemize_text", seg["file_id"] * 4, seg["segment_id"])}
 
 
+def scanned(path: str, problem: str | None = None) -> dict[str, Any]:
+    """The scan of one input of source demo (audio, or with `problem` a text input)."""
+    return {"source_name": "demo", "source_kind": "sidecar", "path": path, "rel_path": Path(path).name,
+            "size_bytes": 1000, "speaker": "spk", "text": "text", "transcribed": True, "problem": problem,
+            "problem_detail": problem, **lineage("scan_source", None, None)}
+
+
 def quarantined(item_id: str, kind: str, stage: str, reason: str, file_id: str) -> dict[str, Any]:
     return {"item_id": item_id, "item_kind": kind, "path": f"/corpus/{file_id}.wav", "reason": reason,
             "detail": f"{reason} (fabricated)", **lineage(stage, file_id * 4, file_id)}
@@ -73,7 +82,8 @@ def quarantined(item_id: str, kind: str, stage: str, reason: str, file_id: str) 
 
 def consistent_corpus() -> Corpus:
     """Two usable files (A transcribed, B long-form; three segments, all phonemized), file C quarantined
-    as silent by resample_audio and file D whose only piece segment_audio rejected as too short."""
+    as silent by resample_audio, file D whose only piece segment_audio rejected as too short, and a
+    transcript without audio that prepare_corpus quarantined."""
     segments = [segment(FILE_A, 0, 0.0, 2.5, "spk_a", "train"), segment(FILE_A, 1, 3.0, 5.5, "spk_a", "train"),
                 segment(FILE_B, 0, 1.0, 4.0, "spk_b", "valid", text_source="whisper")]
     return {
@@ -86,7 +96,11 @@ def consistent_corpus() -> Corpus:
         "segments": segments,
         "phonemes": [phonemes(seg, VOCAB.encode(IPA)) for seg in segments],
         "quarantine": [quarantined(FILE_C, "source_file", "resample_audio", "silent", FILE_C),
-                       quarantined(f"{FILE_D}_0000", "segment", "segment_audio", "too_short", FILE_D)],
+                       quarantined(f"{FILE_D}_0000", "segment", "segment_audio", "too_short", FILE_D),
+                       {**quarantined("e" * 16, "source_file", "prepare_corpus", "missing_audio", "e"),
+                        "path": ORPHAN, "parent_id": None}],
+        "scanned_files": [*(scanned(f"/corpus/{f}.wav") for f in (FILE_A, FILE_B, FILE_C, FILE_D)),
+                          scanned(ORPHAN, "missing_audio")],
     }
 
 
@@ -106,7 +120,7 @@ def write_corpus(corpus: Corpus, root: Path, reuse: list[Path] | None = None) ->
         if reuse and tables == stage_tables(consistent, stage):
             paths.append(reuse[i])
         else:
-            paths.append(write_stage_db(root / f"{STAGES[stage]}.duckdb",
+            paths.append(write_stage_db(root / DB_NAMES.get(stage, f"{STAGES[stage]}.duckdb"),
                                         {table: frame(table, rows) for table, rows in tables.items()}))
     return paths
 
@@ -128,12 +142,12 @@ def validate(paths: list[Path], cfg: ValidateManifestConfig) -> ValidationReport
 def test_consistent_corpus_passes_and_writes_report(tmp_path, cfg, consistent_dbs):
     report = validate(consistent_dbs, cfg)
     assert report.success, report.failure_message()
-    assert report.row_counts == {"source_files": 4, "audio": 3, "segments": 3, "phonemes": 3, "quarantine": 2}
+    assert report.row_counts == {"source_files": 4, "audio": 3, "segments": 3, "phonemes": 3, "quarantine": 3}
     assert {(c.kind, c.table) for c in report.checks} >= {("gx", "phonemes"), ("sql", "segments")}
     out = write_report(report, tmp_path / "report")
     assert json.loads((out / "report.json").read_text())["success"] is True
     assert [line.split(",")[:3] for line in (out / "quarantine_summary.csv").read_text().splitlines()[1:]] == [
-        ["resample_audio", "silent", "1"], ["segment_audio", "too_short", "1"]]
+        ["prepare_corpus", "missing_audio", "1"], ["resample_audio", "silent", "1"], ["segment_audio", "too_short", "1"]]
     assert "PASSED" in (out / "summary.md").read_text()
     assert not list(out.glob(".*tmp*")) and not Path("gx").exists()   # atomic writes; GX wrote no project
 
@@ -156,12 +170,24 @@ def file_neither_segmented_nor_quarantined(corpus: Corpus) -> None:
     corpus["quarantine"][:] = [row for row in corpus["quarantine"] if row["item_id"] != FILE_C]
 
 
+def text_input_neither_segmented_nor_quarantined(corpus: Corpus) -> None:
+    corpus["quarantine"][:] = [row for row in corpus["quarantine"] if row["path"] != ORPHAN]
+
+
+def file_both_segmented_and_quarantined(corpus: Corpus) -> None:
+    corpus["quarantine"].append(quarantined(FILE_A, "source_file", "segment_audio", "no_speech", FILE_A))
+
+
 CORRUPTIONS: list[tuple[Callable[[Corpus], None], str, str, str]] = [
     (long_segment, "expect_column_values_to_be_between", "segments.duration_s", f"{FILE_A}_0001"),
     (phoneme_out_of_vocab, "expect_column_values_to_be_between", "phonemes.phoneme_id_max", f"{FILE_B}_0000"),
     (speaker_in_two_splits, "expect_speakers_to_be_in_one_split", "source_files+audio+segments", "spk_a"),
     (file_neither_segmented_nor_quarantined, "expect_source_files_to_be_segmented_or_quarantined",
      "source_files", FILE_C),
+    (text_input_neither_segmented_nor_quarantined, "expect_scanned_files_to_end_in_segments_or_quarantine",
+     "scanned_files", ORPHAN),
+    (file_both_segmented_and_quarantined, "expect_scanned_files_to_end_in_segments_or_quarantine",
+     "scanned_files", f"/corpus/{FILE_A}.wav"),
 ]
 
 
@@ -182,21 +208,23 @@ def test_duplicate_segment_id_fails(tmp_path, cfg, consistent_dbs):
     with duckdb.connect(str(tmp_path / "segments.duckdb")) as con:
         con.execute("CREATE TABLE segments AS SELECT * FROM rows")
         con.execute(schema_statements()["quarantine"])
-    report = validate([*consistent_dbs[:2], tmp_path / "segments.duckdb", consistent_dbs[3]], cfg)
+    report = validate([*consistent_dbs[:2], tmp_path / "segments.duckdb", *consistent_dbs[3:]], cfg)
     assert (f"expectation expect_column_values_to_be_unique failed on segments.segment_id for rows [{FILE_A}_0000]"
             in report.failure_message())
 
 
 def test_missing_table_is_an_error(cfg, consistent_dbs):
     with pytest.raises(ValueError, match=r"table\(s\) \['phonemes'\]"):
-        validate(consistent_dbs[:3], cfg)
+        validate([*consistent_dbs[:3], consistent_dbs[4]], cfg)
 
 
 def test_stage_writes_report_then_exits_nonzero(tmp_path, capsys, consistent_dbs):
     corpus = consistent_corpus()
     long_segment(corpus)
     paths = write_corpus(corpus, tmp_path, reuse=consistent_dbs)
-    overrides = {"prepare_corpus": {"manifest": str(paths[0])}, "resample_audio": {"manifest": str(paths[1])},
+    overrides = {"prepare_corpus": {"manifest": str(paths[0]),   # its folder holds sources/demo.duckdb
+                                    "sources": [{"name": "demo", "kind": "sidecar", "path": "/corpus"}]},
+                 "resample_audio": {"manifest": str(paths[1])},
                  "segment_audio": {"manifest": str(paths[2])},
                  "phonemize_text": {"manifest": str(paths[3]), "vocab_path": str(VOCAB_PATH)},
                  "validate_manifest": {"report_dir": str(tmp_path / "report")}}
