@@ -67,6 +67,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
     Console().print(table)
+    if "transcript_checks" in {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}:
+        doubtful = con.execute("SELECT count(*) FROM transcript_checks WHERE verdict = 'doubtful'").fetchone()[0]
+        print(f"transcript_doubtful (still trains): {doubtful} given transcript(s) between check_transcripts' "
+              f"doubtful_cer {params.check_transcripts.doubtful_cer} and mismatch_cer {params.check_transcripts.mismatch_cer}")
     return 0
 
 

@@ -18,7 +18,7 @@ from dmospeech.config.compute import ComputeConfig  # noqa: F401
 from dmospeech.config.critics import (ASRDistillConfig, LatentASRConfig, LatentMaskingConfig,  # noqa: F401
                                       PhoneHeadConfig, SpeakerTeachersConfig, SpeakerVerifierConfig,
                                       SpeedPerturbConfig, TrainASRCriticConfig, TrainSVCriticConfig)
-from dmospeech.config.data import (CutoffConfig, PhonemizeTextConfig, PrepareCorpusConfig,  # noqa: F401
+from dmospeech.config.data import (CheckTranscriptsConfig, CutoffConfig, PhonemizeTextConfig, PrepareCorpusConfig,  # noqa: F401
                                    PrepareDemoCorpusConfig, ResampleAudioConfig, SegmentAudioConfig, SourceConfig,
                                    SplitConfig, ValidateManifestConfig)
 from dmospeech.config.evaluation import EvaluateConfig  # noqa: F401
@@ -37,6 +37,7 @@ class Params:
     resample_audio: ResampleAudioConfig
     segment_audio: SegmentAudioConfig
     phonemize_text: PhonemizeTextConfig
+    check_transcripts: CheckTranscriptsConfig
     validate_manifest: ValidateManifestConfig
     train_codec: TrainCodecConfig
     train_fast_decoder: TrainFastDecoderConfig
@@ -58,7 +59,7 @@ class Params:
     def manifests(self) -> list[str]:
         """Every stage database of the data half, upstream first."""
         return [self.prepare_corpus.manifest, self.resample_audio.manifest,
-                self.segment_audio.manifest, self.phonemize_text.manifest]
+                self.segment_audio.manifest, self.phonemize_text.manifest, self.check_transcripts.manifest]
 
 
 def load_params(path: str | os.PathLike = "params.yaml", profile: str | os.PathLike | None = None) -> Params:

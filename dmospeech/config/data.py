@@ -101,3 +101,14 @@ class ValidateManifestConfig:
     min_phonemes_per_second: float
     max_phonemes_per_second: float
     report_dir: str
+
+
+@dataclass(frozen=True)
+class CheckTranscriptsConfig:
+    """Transcript <-> audio agreement of the given-text segments (dmospeech.data.agreement)."""
+    mismatch_cer: float               # CER above this: quarantined `transcript_mismatch`
+    doubtful_cer: float               # CER above this (up to mismatch_cer): verdict `doubtful`, still trains
+    skip_sources: tuple[str, ...]     # sources whose transcripts are not checked (every other source is)
+    cache_dir: str                    # Whisper's text per segment (persistent DVC output of the stage)
+    report_dir: str                   # counts, CER percentiles per source and the worst rows
+    manifest: str

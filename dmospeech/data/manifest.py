@@ -25,6 +25,7 @@ import pandas as pd
 QUARANTINE_REASONS: dict[str, str] = {
     "unreadable": "the file could not be opened or decoded as audio",
     "worker_crash": "processing this file killed its worker process each time it was tried",
+    "transcript_mismatch": "the given transcript disagrees with what Whisper hears in the audio (CER over the threshold)",
     "truncated": "the file holds fewer samples than its header declares",
     "zero_length": "the file holds no audio samples (or is empty)",
     "silent": "the audio is silence throughout",

@@ -113,6 +113,24 @@ CREATE TABLE phonemes (
     updated_at          TIMESTAMP NOT NULL
 );
 
+CREATE TABLE transcript_checks (       -- stage check_transcripts: one row per segment with a given transcript
+    segment_id     VARCHAR PRIMARY KEY,
+    file_id        VARCHAR NOT NULL,
+    source_name    VARCHAR NOT NULL,
+    text           VARCHAR NOT NULL,      -- the given transcript
+    asr_text       VARCHAR,               -- what Whisper heard (NULL when the source is skipped)
+    cer            DOUBLE,                -- character error rate of asr_text against text, normalised
+    verdict        VARCHAR NOT NULL,      -- ok | doubtful | mismatch | skipped
+    whisper_model  VARCHAR NOT NULL,
+    source_sha256  VARCHAR NOT NULL,
+    parent_id      VARCHAR NOT NULL,
+    stage          VARCHAR NOT NULL,
+    params_hash    VARCHAR NOT NULL,
+    code_version   VARCHAR NOT NULL,
+    created_at     TIMESTAMP NOT NULL,
+    updated_at     TIMESTAMP NOT NULL
+);
+
 CREATE TABLE quarantine (
     item_id        VARCHAR NOT NULL,      -- file_id or segment_id; a path hash for a file prepare_corpus quarantines
     item_kind      VARCHAR NOT NULL,      -- source_file | segment

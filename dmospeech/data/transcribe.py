@@ -1,9 +1,11 @@
 """Transcription of short recordings with a packaged faster-whisper model (the one segment_audio
-uses, resolved offline by `whisper_models`): the prompt transcript for synthesis and the
-recogniser of the WER evaluation."""
+uses, resolved offline by `whisper_models`): the prompt transcript for synthesis, the recogniser of
+the WER evaluation and of the transcript agreement check, and the text normaliser they compare with."""
 from __future__ import annotations
 
-from typing import Optional
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import soxr
@@ -14,21 +16,58 @@ from dmospeech.data.whisper_models import resolve_whisper_model
 WHISPER_SR = 16000
 
 
+@lru_cache(maxsize=None)
+def english_normalizer(spelling_mapping: str | None = None) -> Callable[[str], str]:
+    """Whisper's English text normaliser (`transformers.models.whisper.english_normalizer.
+    EnglishTextNormalizer`, the copy of openai/whisper's): lower-case; text in [brackets] or
+    <angle brackets> and fillers (uh, um, hmm) removed; contractions and titles expanded (won't ->
+    will not, Mr -> mister); spelled-out numbers turned into digits ("twenty five percent" -> "25%");
+    punctuation and diacritics removed; whitespace collapsed.
+
+    One change: Whisper drops text in (parentheses) as a non-speech annotation, but in the texts
+    given to a TTS model parentheses hold words that are read aloud (LJ Speech has many), so only
+    the parentheses themselves are removed here.
+
+    Its British -> American spelling table (`normalizer.json`) ships with Whisper tokenizers, not
+    with any installed package: pass that file's path as `spelling_mapping` to apply it; without it
+    spellings are compared as written."""
+    import json
+    import re
+
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    mapping = {}
+    if spelling_mapping is not None:
+        path = Path(spelling_mapping)
+        if not path.is_file():
+            raise FileNotFoundError(f"spelling mapping {path} not found: give the normalizer.json of a Whisper "
+                                    "tokenizer, or None to compare spellings as written")
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    whisper = EnglishTextNormalizer(mapping)
+    return lambda text: whisper(re.sub(r"[()]", " ", text))
+
+
+def normalize_for_wer(text: str) -> str:
+    """`text` as WER compares it: Whisper's English normaliser without the spelling table."""
+    return english_normalizer()(text)
+
+
 class Transcriber:
     """audio (t,) float at `sample_rate` -> text: beam search at temperature 0 only, so the same audio
     always gives the same text. faster-whisper's default falls back to sampling at rising temperatures
     when a decode looks like a loop, which makes a WER random and, on the unintelligible speech of a
     barely trained model, repeats the whole decode up to six times."""
 
-    def __init__(self, cfg: Optional[SegmentAudioConfig] = None, beam_size: int = 5):
-        """Settings of `cfg` (segment_audio params), else the packaged English base model, int8, 2 threads."""
+    def __init__(self, cfg: Optional[SegmentAudioConfig] = None, beam_size: int = 5, threads: Optional[int] = None):
+        """Settings of `cfg` (segment_audio params), else the packaged English base model, int8, 2 threads
+        on the CPU; `threads` overrides the thread count (a Dask worker's own)."""
         from faster_whisper import WhisperModel
 
         model, self.language = (cfg.whisper_model, cfg.language) if cfg else ("base", "en")
-        compute_type, threads = (cfg.compute_type, cfg.cpu_threads) if cfg else ("int8", 2)
+        compute_type, cpu_threads, device = (cfg.compute_type, cfg.cpu_threads, cfg.device) if cfg else ("int8", 2, "cpu")
         self.model_name, self.beam_size = model, beam_size
-        self.model = WhisperModel(str(resolve_whisper_model(model)), device="cpu", compute_type=compute_type,
-                                  cpu_threads=threads, num_workers=1)
+        self.model = WhisperModel(str(resolve_whisper_model(model)), device=device, compute_type=compute_type,
+                                  cpu_threads=threads or cpu_threads, num_workers=1)
 
     def __call__(self, audio: np.ndarray, sample_rate: int) -> str:
         audio = np.asarray(audio, dtype=np.float32)

@@ -10,7 +10,6 @@ prosody correlations) live in `dmospeech.evaluation.prosody` and are re-exported
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -20,6 +19,7 @@ from dmospeech.evaluation.prosody import (PROSODY_KEYS, checked_audio, condition
                                log_energy, prompt_correlations, prosody_features, unconditional_wasserstein,
                                wasserstein)
 from dmospeech.critics.speaker_teachers import ResemblyzerTeacher, WavLMTeacher
+from dmospeech.data.transcribe import english_normalizer, normalize_for_wer  # noqa: F401 (re-exported)
 
 __all__ = ["PROSODY_KEYS", "HubertRecognizer", "Recognizer", "ResemblyzerEncoder", "SpeakerEncoder", "WavLMEncoder",
            "conditional_wasserstein", "cv_f0", "english_normalizer", "f0_contour", "f0_track", "log_energy",
@@ -30,42 +30,6 @@ EVAL_RATE = 16000  # HuBERT and WavLM read 16 kHz audio
 
 
 # ---- WER (sec 4.2) -------------------------------------------------------------------------------
-
-@lru_cache(maxsize=None)
-def english_normalizer(spelling_mapping: str | None = None) -> Callable[[str], str]:
-    """Whisper's English text normaliser (`transformers.models.whisper.english_normalizer.
-    EnglishTextNormalizer`, the copy of openai/whisper's): lower-case; text in [brackets] or
-    <angle brackets> and fillers (uh, um, hmm) removed; contractions and titles expanded (won't ->
-    will not, Mr -> mister); spelled-out numbers turned into digits ("twenty five percent" -> "25%");
-    punctuation and diacritics removed; whitespace collapsed.
-
-    One change: Whisper drops text in (parentheses) as a non-speech annotation, but in the texts
-    given to a TTS model parentheses hold words that are read aloud (LJ Speech has many), so only
-    the parentheses themselves are removed here.
-
-    Its British -> American spelling table (`normalizer.json`) ships with Whisper tokenizers, not
-    with any installed package: pass that file's path as `spelling_mapping` to apply it; without it
-    spellings are compared as written."""
-    import json
-    import re
-
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-
-    mapping = {}
-    if spelling_mapping is not None:
-        path = Path(spelling_mapping)
-        if not path.is_file():
-            raise FileNotFoundError(f"spelling mapping {path} not found: give the normalizer.json of a Whisper "
-                                    "tokenizer, or None to compare spellings as written")
-        mapping = json.loads(path.read_text(encoding="utf-8"))
-    whisper = EnglishTextNormalizer(mapping)
-    return lambda text: whisper(re.sub(r"[()]", " ", text))
-
-
-def normalize_for_wer(text: str) -> str:
-    """`text` as WER compares it: Whisper's English normaliser without the spelling table."""
-    return english_normalizer()(text)
-
 
 def word_error_rate(hypotheses: Sequence[str], references: Sequence[str],
                     normalize: Callable[[str], str] = normalize_for_wer) -> float:

@@ -212,7 +212,9 @@ def artifacts_using(params: Params, root: str | os.PathLike = ".", *, source: st
                                     + (f" OR {pred('q')}" if col == "source_sha256" else "") + " ORDER BY 1, 3",
                                values * (3 if col == "source_sha256" else 2)),
         "segments": _records(con, f"SELECT g.segment_id, g.file_id, g.speaker, g.split, g.use_for_training, "
-                                  f"g.duration_s FROM segments g WHERE {pred('g')} ORDER BY 1", values),
+                                  f"g.duration_s, c.cer AS transcript_cer, c.verdict AS transcript_verdict "
+                                  f"FROM segments g LEFT JOIN transcript_checks c USING (segment_id) "
+                                  f"WHERE {pred('g')} ORDER BY 1", values),
         "latents": _records(con, f"SELECT l.segment_id, l.shard, l.codec_checkpoint FROM latents l "
                                  f"JOIN segments g USING (segment_id) WHERE {pred('g')} ORDER BY 1", values),
         "checkpoints": checkpoints,

@@ -170,7 +170,7 @@ def open_catalog(params: Params, root: str | os.PathLike = ".") -> duckdb.DuckDB
     stage_dbs = [root / m for m in [*params.manifests(), params.encode_latents.manifest] if (root / m).is_file()]
     con = open_manifests(stage_dbs)
     present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    for table in ("source_files", "segments", "latents", "quarantine"):
+    for table in ("source_files", "segments", "transcript_checks", "latents", "quarantine"):
         if table not in present:
             con.execute(schema_statements()[table])
     registry = Registry(root / cfg.registry_dir)

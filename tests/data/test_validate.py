@@ -227,6 +227,8 @@ def test_stage_writes_report_then_exits_nonzero(tmp_path, capsys, consistent_dbs
                  "resample_audio": {"manifest": str(paths[1])},
                  "segment_audio": {"manifest": str(paths[2])},
                  "phonemize_text": {"manifest": str(paths[3]), "vocab_path": str(VOCAB_PATH)},
+                 "check_transcripts": {"manifest": str(write_stage_db(tmp_path / "checks.duckdb", {
+                     "transcript_checks": frame("transcript_checks", []), "quarantine": frame("quarantine", [])}))},
                  "validate_manifest": {"report_dir": str(tmp_path / "report")}}
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(deep_merge(read_yaml(PROJECT_ROOT / "params.yaml"), overrides)))

@@ -64,7 +64,7 @@ def test_demo_pipeline_runs_validates_and_is_idempotent(demo_repo):
     dvc = [sys.executable, "-m", "dvc"]
     first = run(dvc + ["repro"], repo, env)
     for stage in ("prepare_demo_corpus", "scan_source@0", "prepare_corpus", "resample_audio", "segment_audio",
-                  "phonemize_text", "validate_manifest", "train_codec", "train_fast_decoder", "encode_latents",
+                  "phonemize_text", "check_transcripts", "validate_manifest", "train_codec", "train_fast_decoder", "encode_latents",
                   "train_teacher", "train_asr_critic", "train_sv_critic", "distill_student", "evaluate"):
         assert f"Running stage '{stage}'" in first
     second = run(dvc + ["repro"], repo, env)

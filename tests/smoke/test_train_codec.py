@@ -14,7 +14,7 @@ import yaml
 
 from dmospeech.config import SourceConfig, SplitConfig
 from dmospeech.data.ingest import merge_sources, scan_rows
-from dmospeech.data.manifest import Lineage, write_stage_db
+from dmospeech.data.manifest import frame, Lineage, write_stage_db
 from dmospeech.data.phonemize import phonemize_segments
 from dmospeech.data.resample import resample_corpus
 from dmospeech.data.segment import segment_corpus
@@ -44,7 +44,8 @@ def build_manifests(root) -> None:
     segments, _ = segment_corpus(rows, p.segment_audio, lin, root)
     phonemes, _ = phonemize_segments(segments, p.phonemize_text, Vocabulary.load(PROJECT_ROOT / p.phonemize_text.vocab_path), lin)
     for path, table, df in ((p.prepare_corpus.manifest, "source_files", files), (p.resample_audio.manifest, "audio", audio),
-                            (p.segment_audio.manifest, "segments", segments), (p.phonemize_text.manifest, "phonemes", phonemes)):
+                            (p.segment_audio.manifest, "segments", segments), (p.phonemize_text.manifest, "phonemes", phonemes),
+                            (p.check_transcripts.manifest, "transcript_checks", frame("transcript_checks", []))):
         write_stage_db(root / path, {table: df})
 
 
