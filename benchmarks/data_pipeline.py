@@ -1,4 +1,5 @@
-"""Throughput and scale-out of the data half (scan, resample, segment, phonemize, encode latents).
+"""Throughput and scale-out of the data half (scan, resample, segment, phonemize, check transcripts,
+encode latents).
 
 Usage:
   python benchmarks/data_pipeline.py --corpus ../shared/corpora/dev --engine dask --workers 2
@@ -31,6 +32,7 @@ import torch  # noqa: E402
 from dmospeech.codec.latents import TRAINING_SEGMENTS_SQL, encode_segments  # noqa: E402
 from dmospeech.codec.model import Codec  # noqa: E402
 from dmospeech.config import ComputeConfig, Params, SourceConfig, load_params  # noqa: E402
+from dmospeech.data.agreement import check_transcripts  # noqa: E402
 from dmospeech.data.datasets import clips_from_segments  # noqa: E402
 from dmospeech.data.ingest import merge_sources, scan_rows  # noqa: E402
 from dmospeech.data.manifest import Lineage, open_manifests, write_stage_db  # noqa: E402
@@ -45,7 +47,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEV_KINDS = {"librispeech": "librispeech", "ljspeech": "ljspeech", "kathleen": "sidecar",
              "arctic/manifest.csv": "csv", "longform": "longform"}
 LIBRILIGHT_HOURS = 57_706
-STAGES = ("scan_source", "resample_audio", "segment_audio", "phonemize_text", "encode_latents")
+STAGES = ("scan_source", "resample_audio", "segment_audio", "phonemize_text", "check_transcripts", "encode_latents")
 
 
 def dev_sources(corpus: Path, only: tuple[str, ...] = ()) -> tuple[SourceConfig, ...]:
@@ -64,7 +66,9 @@ def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params,
     segment_cfg = dataclasses.replace(p.segment_audio, cache_dir=str(work / "segment_cache"))
     latents_cfg = dataclasses.replace(p.encode_latents, out_dir=str(work / "latents"),
                                       stats_path=str(work / "latents" / "stats.json"))
-    dbs = {name: work / f"{name}.duckdb" for name in ("source_files", "audio", "segments", "phonemes", "latents")}
+    check_cfg = dataclasses.replace(p.check_transcripts, cache_dir=str(work / "check_cache"))
+    dbs = {name: work / f"{name}.duckdb"
+           for name in ("source_files", "audio", "segments", "phonemes", "transcript_checks", "latents")}
     timing: dict[str, dict] = {}
 
     def timed(stage: str, files: int, fn):
@@ -97,7 +101,14 @@ def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params,
     phonemes, quarantine = timed("phonemize_text", len(segments), lambda: phonemize_segments(
         segments, p.phonemize_text, vocab, Lineage.for_stage("phonemize_text", p.phonemize_text), executor=executor))
     write_stage_db(dbs["phonemes"], {"phonemes": phonemes, "quarantine": quarantine})
-    with open_manifests([dbs[n] for n in ("source_files", "audio", "segments", "phonemes")]) as con:
+    named = segments.merge(files[["file_id", "source_name"]], on="file_id")
+    given = named[(named.text_source == "given") & ~named.source_name.isin(check_cfg.skip_sources)]
+    checks, quarantine = timed("check_transcripts", len(given), lambda: check_transcripts(
+        named, check_cfg, p.segment_audio, Lineage.for_stage("check_transcripts", p.check_transcripts),
+        executor=executor))
+    write_stage_db(dbs["transcript_checks"], {"transcript_checks": checks, "quarantine": quarantine})
+    with open_manifests([dbs[n] for n in ("source_files", "audio", "segments", "phonemes",
+                                          "transcript_checks")]) as con:
         training = con.execute(TRAINING_SEGMENTS_SQL).df()
     latents, _ = timed("encode_latents", len(training), lambda: encode_segments(
         codec, clips_from_segments(training), latents_cfg, Lineage.for_stage("encode_latents", p.encode_latents),
@@ -106,6 +117,7 @@ def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params,
     write_stage_db(dbs["latents"], {"latents": latents})
     audio_s = {"scan_source": audio["orig_duration_s"].sum(), "resample_audio": audio["orig_duration_s"].sum(),
                "segment_audio": audio["duration_s"].sum(), "phonemize_text": segments["duration_s"].sum(),
+               "check_transcripts": given["duration_s"].sum(),
                "encode_latents": (training["end_s"] - training["start_s"]).sum()}
     for stage, seconds in audio_s.items():
         timing[stage]["audio_s"] = float(seconds)
