@@ -89,10 +89,11 @@ def main() -> int:
     parser.add_argument("--swap", type=int, default=10)
     parser.add_argument("--truncate", type=int, default=5)
     parser.add_argument("--params", default=str(PROJECT_ROOT / "params.yaml"))
+    parser.add_argument("--work", type=Path, default=None, help="work folder (reuses its caches; default: temp)")
     args = parser.parse_args()
     params = load_params(args.params)
     cfg = params.check_transcripts
-    work = Path(tempfile.mkdtemp(prefix="dmospeech-agreement-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="dmospeech-agreement-"))
     sources, damage = dev_sources(args.corpus, tuple(args.only)), {}
     if args.damage:
         damage = damaged_copy(args.corpus / args.damage, work / "damaged", args.swap, args.truncate)
@@ -113,6 +114,9 @@ def main() -> int:
               + " ".join(f"{(correct.cer > t).mean():6.1%}" for t in THRESHOLDS))
     print(f"  (columns >t: share of correct transcripts a threshold t would quarantine; chosen mismatch_cer "
           f"{cfg.mismatch_cer}, doubtful_cer {cfg.doubtful_cer})")
+    print("\nworst correct transcripts   [measured]")
+    for row in checks.assign(truth=truth)[truth == "correct"].nlargest(5, "cer").itertuples(index=False):
+        print(f"  CER {row.cer:5.2f} {Path(row.path).name}: given {row.text!r}\n{'':13}heard {row.asr_text!r}")
     if damage:
         print("\ndamaged files   [measured]")
         for row in checks.assign(truth=truth)[truth != "correct"].sort_values("truth").itertuples(index=False):
