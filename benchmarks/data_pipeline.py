@@ -56,10 +56,12 @@ def dev_sources(corpus: Path, only: tuple[str, ...] = ()) -> tuple[SourceConfig,
 
 
 def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params, executor: Executor,
-                  codec: Codec, max_files: int = 0, transcribe_all: bool = False) -> dict[str, dict]:
+                  codec: Codec, max_files: int = 0, transcribe_all: bool = False,
+                  until: str = STAGES[-1]) -> dict[str, dict]:
     """Every data stage's function on `sources`, outputs under `work`; per stage: files, wall seconds.
     `max_files` keeps the first files of source_files; `transcribe_all` drops the given transcripts,
-    so every file is cut and transcribed by Whisper (segmentation's worst case)."""
+    so every file is cut and transcribed by Whisper (segmentation's worst case); `until` is the last
+    stage run (the others are left out of the timing)."""
     work.mkdir(parents=True, exist_ok=True)
     p = params
     resample_cfg = dataclasses.replace(p.resample_audio, out_dir=str(work / "audio48k"))
@@ -91,6 +93,10 @@ def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params,
     audio, quarantine = timed("resample_audio", len(files), lambda: resample_corpus(
         files, resample_cfg, Lineage.for_stage("resample_audio", p.resample_audio), executor=executor))
     write_stage_db(dbs["audio"], {"audio": audio, "quarantine": quarantine})
+    for stage in ("scan_source", "resample_audio"):
+        timing[stage]["audio_s"] = float(audio["orig_duration_s"].sum())
+    if until == "resample_audio":
+        return timing
     with open_manifests([dbs["source_files"], dbs["audio"]]) as con:
         rows = con.execute("SELECT a.*, s.text, s.transcribed FROM audio a JOIN source_files s USING (file_id) "
                            "ORDER BY a.file_id").df()
@@ -124,6 +130,13 @@ def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params,
     return timing
 
 
+def warm_up() -> None:
+    """Import on a worker what its first task would (timed runs then measure work, not imports)."""
+    import dmospeech.codec.latents  # noqa: F401
+    import dmospeech.data.agreement  # noqa: F401
+    import dmospeech.data.segment  # noqa: F401
+
+
 def seeded_codec(params: Params, checkpoint: Path | None) -> Codec:
     if checkpoint is not None:
         return Codec.from_checkpoint(checkpoint)
@@ -133,7 +146,7 @@ def seeded_codec(params: Params, checkpoint: Path | None) -> Codec:
 
 def print_timing(label: str, timing: dict[str, dict], cores: int) -> None:
     print(f"\n{label}")
-    for stage in STAGES:
+    for stage in [s for s in STAGES if s in timing]:
         t = timing[stage]
         rate = t["audio_s"] / t["seconds"]
         print(f"  {stage:15s} {t['files']:5d} items {t['audio_s'] / 60:7.1f} min audio {t['seconds']:8.1f} s "
@@ -145,9 +158,11 @@ def projection(timing: dict[str, dict], cores: int, cpu_workers: int = 64, gpus:
     print(f"\nLibriLight projection ({LIBRILIGHT_HOURS:,} h), from the per-core rates above  [projected]")
     print(f"  {'stage':15s} {'core-hours':>12s} {'wall h on ' + str(cpu_workers) + ' CPU workers':>26s}")
     total = 0.0
-    for stage in STAGES:
+    for stage in [s for s in STAGES if s in timing]:
         t = timing[stage]
         per_core = t["audio_s"] / t["seconds"] / cores
+        if per_core <= 0:
+            continue
         core_hours = LIBRILIGHT_HOURS / per_core
         total += core_hours
         print(f"  {stage:15s} {core_hours:12,.0f} {core_hours / cpu_workers:26,.1f}")
@@ -189,6 +204,7 @@ def main() -> int:
     parser.add_argument("--max-files", type=int, default=0, help="first N files by id (0 = all)")
     parser.add_argument("--transcribe-all", action="store_true", help="ignore given transcripts: Whisper for all")
     parser.add_argument("--shard-frames", type=int, default=0, help="latent frames per shard (0 = params.yaml)")
+    parser.add_argument("--until", choices=STAGES[1:], default=STAGES[-1], help="last stage to run")
     parser.add_argument("--codec", type=Path, default=None)
     parser.add_argument("--params", default=str(PROJECT_ROOT / "params.yaml"))
     parser.add_argument("--work", type=Path, default=None, help="keep outputs here (default: a temp folder)")
@@ -207,8 +223,10 @@ def main() -> int:
         if engine == "local":
             torch.set_num_threads(1)
         with Executor(compute) as executor:
+            if executor.client is not None:   # module imports are start-up, not throughput
+                executor.client.run(warm_up)
             timing = run_data_half(sources, work / name, dataclasses.replace(params, compute=compute), executor, codec,
-                                   args.max_files, args.transcribe_all)
+                                   args.max_files, args.transcribe_all, args.until)
         print_timing(f"{name}: engine {engine}, {workers if engine == 'dask' else 1} worker(s), "
                      f"worker processes used {len(executor.worker_pids)}", timing, workers if engine == "dask" else 1)
         return timing
@@ -224,7 +242,7 @@ def main() -> int:
     if args.scaling:
         one, two = run("dask", 1, "dask1"), run("dask", 2, "dask2")
         print("\nscaling efficiency 1 -> 2 workers = T1 / (2 T2)   [measured]")
-        for stage in STAGES:
+        for stage in [s for s in STAGES if s in one]:
             print(f"  {stage:15s} {one[stage]['seconds'] / (2 * two[stage]['seconds']):6.0%}")
         projection(one, 1)
         return 0

@@ -70,6 +70,7 @@ def main() -> None:
     cfg = replace(cfg, whisper_model=args.model or cfg.whisper_model)
     start = time.perf_counter()
     segmenter = Segmenter(cfg)
+    _ = (segmenter.vad, segmenter.whisper)  # they load lazily: load them now, so the speeds below exclude it
     print(f"models: VAD (whisperx/assets) + Whisper {cfg.whisper_model} ({cfg.compute_type}, "
           f"{cfg.cpu_threads} threads) loaded in {time.perf_counter() - start:.1f} s")
     for path in args.files:

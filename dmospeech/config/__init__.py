@@ -20,7 +20,7 @@ from dmospeech.config.critics import (ASRDistillConfig, LatentASRConfig, LatentM
                                       SpeedPerturbConfig, TrainASRCriticConfig, TrainSVCriticConfig)
 from dmospeech.config.data import (CheckTranscriptsConfig, CutoffConfig, PhonemizeTextConfig, PrepareCorpusConfig,  # noqa: F401
                                    PrepareDemoCorpusConfig, ResampleAudioConfig, SegmentAudioConfig, SourceConfig,
-                                   SplitConfig, ValidateManifestConfig)
+                                   SpeechCheckConfig, SplitConfig, ValidateManifestConfig)
 from dmospeech.config.evaluation import EvaluateConfig  # noqa: F401
 from dmospeech.config.flows import GateRule, PipelineConfig, RetrainConfig  # noqa: F401
 from dmospeech.config.parse import ConfigError, deep_merge, from_dict, read_yaml  # noqa: F401

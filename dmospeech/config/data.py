@@ -60,8 +60,18 @@ class ResampleAudioConfig:
 @dataclass(frozen=True)
 class CutoffConfig:
     edge_window_s: float      # window at each segment edge whose energy is measured
-    edge_energy_db: float     # edge louder than (segment peak frame + this) counts as speech
+    edge_energy_db: float     # a level is speech when above (segment's loudest frame + this) and above
+    floor_percentile: float   # (noise floor + edge_floor_db), the floor being this percentile of the frame levels
+    edge_floor_db: float      # around the segment; an edge whose window is speech is cut off
+    tail_window_s: float      # the end is also cut off when a frame this close to it is above (loudest +
+    tail_energy_db: float     # tail_energy_db) and the floor margin (a cut in a stop closure); <= edge_pad_s
     word_margin_s: float      # a word ending closer than this to the cut counts as cut off
+
+
+@dataclass(frozen=True)
+class SpeechCheckConfig:
+    min_speech_fraction: float      # given-text clip: VAD speech / trimmed length below this -> no_speech_detected (0: off)
+    min_letters_per_speech_s: float  # Whisper piece: transcript letters per VAD speech second below -> transcript_collapse
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,7 @@ class SegmentAudioConfig:
     vad_onset: float
     vad_offset: float
     cutoff: CutoffConfig
+    speech_check: SpeechCheckConfig
     exclude_cutoff: bool
     cpu_threads: int
     device: str               # cpu | cuda: on cuda, tasks go to Dask workers with resources {GPU: 1}
@@ -109,6 +120,7 @@ class CheckTranscriptsConfig:
     mismatch_cer: float               # CER above this: quarantined `transcript_mismatch`
     doubtful_cer: float               # CER above this (up to mismatch_cer): verdict `doubtful`, still trains
     skip_sources: tuple[str, ...]     # sources whose transcripts are not checked (every other source is)
+    gpu_batch_size: int               # clips decoded at once when segment_audio.device is cuda (CPU: one by one)
     cache_dir: str                    # Whisper's text per segment (persistent DVC output of the stage)
     report_dir: str                   # counts, CER percentiles per source and the worst rows
     manifest: str

@@ -40,6 +40,8 @@ QUARANTINE_REASONS: dict[str, str] = {
     "conflicting_transcripts": "copies of the same audio content (sha256) carry different transcripts",
     "non_finite_samples": "the audio decodes to NaN or infinite sample values",
     "no_speech": "no speech was found by the voice-activity detector or the recogniser",
+    "no_speech_detected": "a transcribed clip in which the voice-activity detector finds too little speech",
+    "transcript_collapse": "Whisper's transcript is far too short for the speech it covers, or loops",
     "unsupported_format": "the file extension is not an audio format we read",
 }
 

@@ -10,7 +10,8 @@ The paper's teacher lost ~10 % of sentence endings because WhisperX cut its segm
   timestamps (or aligned by `whisperx.align` when a local wav2vec2 model is configured), so no word
   is assigned across a cut by an imprecise timestamp.
 
-Pieces that are too short or hold no speech are quarantined with a reason, never dropped silently.
+Pieces that are too short or hold no speech, given-text clips the VAD hears no speech in, and pieces
+whose Whisper transcript collapsed (speech.py) are quarantined with a reason, never dropped silently.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Sequence
@@ -29,8 +31,10 @@ import pandas as pd
 import soundfile as sf
 import soxr
 
-from dmospeech.config import CutoffConfig, SegmentAudioConfig
+from dmospeech.config import SegmentAudioConfig
 from dmospeech.data import manifest
+from dmospeech.data.cutoff import Span, Word, detect_cutoff, quietest_time, time_slice, trim_silence
+from dmospeech.data.speech import collapse_detail, filled_window, no_speech_detail, speech_seconds
 from dmospeech.data.whisper_models import resolve_whisper_model
 from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, task_threads, worker_cached
 
@@ -39,24 +43,12 @@ from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, task_threads, w
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
 
-FRAME_S, HOP_S = 0.025, 0.010   # energy frames
-SILENCE_FLOOR_DB = -100.0       # frames below this are digital silence, whatever the loudest frame
-QUIET_TOLERANCE_DB = 6.0        # frames this close to a pause's quietest frame count as equally quiet
 MODEL_SR = 16_000               # input rate of the VAD and of Whisper
 PAUSE_MARGIN_S = 0.5            # a piece keeps at most this much of a pause before / after its speech
 MIN_VAD_REGION_S = 0.1
 BEAM_SIZE = 5
 AUDIO_COLUMNS = ("file_id", "audio_path", "sample_rate", "duration_s", "speaker", "split",
                  "source_sha256", "text", "transcribed")
-
-Span = tuple[float, float]      # (start_s, end_s)
-
-
-@dataclass(frozen=True)
-class Word:
-    start: float
-    end: float
-    text: str                   # as the recogniser spells it, with its leading space
 
 
 @dataclass(frozen=True)
@@ -72,86 +64,6 @@ class Piece:
     detail: str = ""
 
 
-# ----------------------------------------------------------------------------- energy
-def _frame_geometry(sr: int) -> tuple[int, int]:
-    return max(1, round(FRAME_S * sr)), max(1, round(HOP_S * sr))
-
-
-def frame_db(audio: np.ndarray, sr: int) -> np.ndarray:
-    """RMS level (dB re full scale) of FRAME_S frames every HOP_S; shape (frames,)."""
-    length, hop = _frame_geometry(sr)
-    x = np.asarray(audio, dtype=np.float64)
-    starts = np.arange(1 + max(0, len(x) - length) // hop) * hop
-    ends = np.minimum(starts + length, len(x))
-    cumulative = np.concatenate([[0.0], np.cumsum(x * x)])
-    power = (cumulative[ends] - cumulative[starts]) / np.maximum(ends - starts, 1)
-    return 10 * np.log10(np.maximum(power, 1e-12))
-
-
-def _rms_db(samples: np.ndarray) -> float:
-    return float(10 * np.log10(max(float(np.mean(np.square(samples, dtype=np.float64))), 1e-12)))
-
-def _slice(audio: np.ndarray, sr: int, start_s: float, end_s: float) -> np.ndarray:
-    return audio[max(0, int(round(start_s * sr))):max(0, int(round(end_s * sr)))]
-
-
-def trim_silence(audio: np.ndarray, sr: int, top_db: float, pad_s: float) -> Span:
-    """Start and end (s) of the sound in `audio`: the first and last frame louder than
-    (loudest frame - `top_db`), widened by `pad_s` and clamped to the audio; (0, 0) for digital
-    silence. Used on every segment edge (sec 4.3)."""
-    levels = frame_db(audio, sr)
-    loud = np.flatnonzero(levels > max(levels.max() - top_db, SILENCE_FLOOR_DB))
-    if loud.size == 0:
-        return 0.0, 0.0
-    length, hop = _frame_geometry(sr)
-    return max(0.0, loud[0] * hop / sr - pad_s), min(len(audio) / sr, (loud[-1] * hop + length) / sr + pad_s)
-
-
-def _longest_run(mask: np.ndarray) -> tuple[int, int]:
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    starts, ends = edges[::2], edges[1::2]
-    k = int(np.argmax(ends - starts))
-    return int(starts[k]), int(ends[k] - starts[k])
-
-
-def quietest_time(audio: np.ndarray, sr: int, start_s: float, end_s: float) -> float:
-    """Where to cut inside the pause [start_s, end_s]: the middle of the longest run of frames
-    within QUIET_TOLERANCE_DB of the quietest one, so imprecise pause edges do not cut speech.
-    A pause shorter than two frames is widened around its centre."""
-    if end_s - start_s < 2 * FRAME_S:
-        middle = (start_s + end_s) / 2
-        start_s, end_s = middle - FRAME_S, middle + FRAME_S
-    start_s, end_s = max(0.0, start_s), min(len(audio) / sr, end_s)
-    levels = frame_db(_slice(audio, sr, start_s, end_s), sr)
-    first, count = _longest_run(levels <= levels.min() + QUIET_TOLERANCE_DB)
-    length, hop = _frame_geometry(sr)
-    return float(min(end_s, start_s + ((first + (count - 1) / 2) * hop + length / 2) / sr))
-
-
-# ----------------------------------------------------------------------------- cut-off detection
-def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg: CutoffConfig,
-                  words: Sequence[Word] = ()) -> tuple[bool, bool, str | None]:
-    """Does speech run into the segment's start / end (sec 4.3: the teacher's cut sentence endings)?
-
-    An edge is cut off when the RMS of its `edge_window_s` is above (loudest frame of the segment
-    + `edge_energy_db`); the end also when the last word ends within `word_margin_s` of it.
-    (Word starts are not used: faster-whisper puts the first word's start at the start of its
-    input, whatever the silence there.) Returns (cutoff_start, cutoff_end, reason or None)."""
-    segment = _slice(audio, sr, start_s, end_s)
-    peak = float(frame_db(segment, sr).max())
-    window = max(1, int(round(cfg.edge_window_s * sr)))
-    reasons: dict[str, list[str]] = {"start": [], "end": []}
-    if peak > SILENCE_FLOOR_DB:
-        for edge, samples in (("start", segment[:window]), ("end", segment[-window:])):
-            level = _rms_db(samples) - peak
-            if level > cfg.edge_energy_db:
-                reasons[edge].append(f"edge level {level:.1f} dB re loudest frame > {cfg.edge_energy_db:g} dB")
-    if words and end_s - words[-1].end < cfg.word_margin_s:
-        reasons["end"].append(f"word {words[-1].text.strip()!r} ends {end_s - words[-1].end:.3f} s before the cut")
-    reason = "; ".join(f"{edge}: {r}" for edge, rs in reasons.items() for r in rs) or None
-    return bool(reasons["start"]), bool(reasons["end"]), reason
-
-
 def _checked_piece(audio: np.ndarray, sr: int, start_s: float, end_s: float, text: str,
                    cfg: SegmentAudioConfig, words: Sequence[Word] = ()) -> Piece:
     if end_s - start_s < cfg.min_segment_s:
@@ -161,13 +73,19 @@ def _checked_piece(audio: np.ndarray, sr: int, start_s: float, end_s: float, tex
 
 
 # ----------------------------------------------------------------------------- short utterances
-def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioConfig) -> Piece:
-    """A short transcribed utterance keeps its given text: trim leading/trailing silence and
-    check both edges for cut-off speech (sec 4.3)."""
+def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioConfig,
+                      get_segmenter: Callable[[], Segmenter] | None = None) -> Piece:
+    """A short transcribed utterance keeps its given text: trim leading/trailing silence, check both
+    edges for cut-off speech (sec 4.3) and, with `get_segmenter`'s VAD, that the sound holds speech."""
     start, end = trim_silence(audio, sr, cfg.trim_top_db, cfg.edge_pad_s)
     if end <= start:
         return Piece(0.0, len(audio) / sr, text, reject="no_speech", detail="the audio is digital silence")
-    return _checked_piece(audio, sr, start, end, text.strip(), cfg)
+    piece = _checked_piece(audio, sr, start, end, text.strip(), cfg)
+    if piece.reject or get_segmenter is None or cfg.speech_check.min_speech_fraction <= 0:
+        return piece
+    speech_s = get_segmenter().clip_speech_s(time_slice(audio, sr, start, end), sr)
+    detail = no_speech_detail(speech_s, end - start, cfg.speech_check)
+    return replace(piece, reject="no_speech_detected", detail=detail) if detail else piece
 
 
 # ----------------------------------------------------------------------------- long-form audio
@@ -245,20 +163,32 @@ def _timed_words(aligned: Sequence[dict]) -> list[Word]:
 
 class Segmenter:
     """Long-form segmentation (sec 4.1, cut-off checks of sec 4.3): WhisperX's bundled pyannote VAD,
-    a faster-whisper model and an optional local wav2vec2 aligner, loaded once; nothing downloads."""
+    a faster-whisper model and an optional local wav2vec2 aligner, each loaded once, on first use (given-text
+    clips need only the VAD); nothing downloads."""
 
     def __init__(self, cfg: SegmentAudioConfig):
         import torch
-        from faster_whisper import WhisperModel
-        from whisperx.vads.pyannote import load_vad_model  # whisperx/assets/pytorch_model.bin
 
         torch.set_num_threads(cfg.cpu_threads)
-        logging.getLogger("lightning.pytorch.utilities.migration.utils").setLevel(logging.WARNING)  # "upgraded checkpoint"
         self.cfg = cfg
-        self.vad = load_vad_model(cfg.device, cfg.vad_onset, cfg.vad_offset)
-        self.whisper = WhisperModel(str(resolve_whisper_model(cfg.whisper_model)), device=cfg.device,
-                                    compute_type=cfg.compute_type, cpu_threads=cfg.cpu_threads, num_workers=1)
-        self.aligner = _load_aligner(cfg) if cfg.alignment_model else None
+
+    @cached_property
+    def vad(self):
+        from whisperx.vads.pyannote import load_vad_model  # whisperx/assets/pytorch_model.bin
+
+        logging.getLogger("lightning.pytorch.utilities.migration.utils").setLevel(logging.WARNING)  # "upgraded checkpoint"
+        return load_vad_model(self.cfg.device, self.cfg.vad_onset, self.cfg.vad_offset)
+
+    @cached_property
+    def whisper(self):
+        from faster_whisper import WhisperModel
+
+        return WhisperModel(str(resolve_whisper_model(self.cfg.whisper_model)), device=self.cfg.device,
+                            compute_type=self.cfg.compute_type, cpu_threads=self.cfg.cpu_threads, num_workers=1)
+
+    @cached_property
+    def aligner(self):
+        return _load_aligner(self.cfg) if self.cfg.alignment_model else None
 
     def speech_regions(self, audio16k: np.ndarray) -> list[Span]:
         """Speech regions by the VAD, binarised with `vad_onset` / `vad_offset`; a region too long
@@ -271,6 +201,11 @@ class Segmenter:
                             min_duration_on=MIN_VAD_REGION_S,
                             max_duration=self.cfg.max_segment_s - 2 * PAUSE_MARGIN_S)
         return [(float(s.start), float(s.end)) for s in binarize(scores).get_timeline()]
+
+    def clip_speech_s(self, audio: np.ndarray, sr: int) -> float:
+        """Seconds of speech the VAD finds in a short clip (repeated to fill a VAD window first)."""
+        audio16k = soxr.resample(audio, sr, MODEL_SR) if sr != MODEL_SR else audio
+        return speech_seconds(self.speech_regions(filled_window(audio16k, MODEL_SR)), 0.0, len(audio16k) / MODEL_SR)
 
     def transcribe(self, audio16k: np.ndarray) -> list[Word]:
         """Words with times (s from the start of `audio16k`)."""
@@ -295,17 +230,22 @@ class Segmenter:
             return []
         groups = split_at_pauses(regions, self.cfg.max_segment_s, PAUSE_MARGIN_S)
         bounds = piece_bounds(groups, len(audio) / sr, PAUSE_MARGIN_S, lambda a, b: quietest_time(audio, sr, a, b))
-        return [self._piece(audio, sr, audio16k, b) for b in bounds]
+        return [self._piece(audio, sr, audio16k, b, regions) for b in bounds]
 
-    def _piece(self, audio: np.ndarray, sr: int, audio16k: np.ndarray, bounds: Span) -> Piece:
-        """Transcribe the piece between two cuts, trim it to its sound (and its last word) and check
-        its edges; the last word can only end near the segment's end where the cut stopped it."""
+    def _piece(self, audio: np.ndarray, sr: int, audio16k: np.ndarray, bounds: Span, regions: Sequence[Span]) -> Piece:
+        """Transcribe the piece between two cuts, check the transcript covers the VAD's speech in it,
+        trim it to its sound (and its last word) and check its edges; the last word can only end near
+        the segment's end where the cut stopped it."""
         lo, hi = bounds
-        words = [Word(w.start + lo, w.end + lo, w.text) for w in self.transcribe(_slice(audio16k, MODEL_SR, lo, hi))]
+        piece16k = time_slice(audio16k, MODEL_SR, lo, hi)
+        words = [Word(w.start + lo, w.end + lo, w.text) for w in self.transcribe(piece16k)]
         text = "".join(w.text for w in words).strip()
         if not text:
             return Piece(lo, hi, "", reject="no_speech", detail="the recogniser found no words between these cuts")
-        start, end = trim_silence(_slice(audio, sr, lo, hi), sr, self.cfg.trim_top_db, self.cfg.edge_pad_s)
+        collapse = collapse_detail(text, speech_seconds(regions, lo, hi), self.cfg.speech_check)
+        if collapse:
+            return Piece(lo, hi, text, reject="transcript_collapse", detail=collapse)
+        start, end = trim_silence(time_slice(audio, sr, lo, hi), sr, self.cfg.trim_top_db, self.cfg.edge_pad_s)
         end = max(lo + end, min(hi, words[-1].end + self.cfg.edge_pad_s))  # never trim off a word Whisper heard
         return _checked_piece(audio, sr, lo + start, end, text, self.cfg, words)
 
@@ -389,7 +329,7 @@ def _segment_file(row, path: Path, cfg: SegmentAudioConfig, root: Path,
         if not isinstance(row.text, str) or not row.text.strip():
             raise ValueError(f"{row.audio_path} (file_id {row.file_id}) is marked transcribed but has no text: "
                              "fix its source or re-run prepare_corpus, which quarantines missing transcripts")
-        return [segment_utterance(*_read_audio(path, int(row.sample_rate)), row.text, cfg)], "given"
+        return [segment_utterance(*_read_audio(path, int(row.sample_rate)), row.text, cfg, get_segmenter)], "given"
     return _cached_longform(path, int(row.sample_rate), cfg, root, get_segmenter), "whisper"
 
 

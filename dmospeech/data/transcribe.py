@@ -75,3 +75,28 @@ class Transcriber:
         segments, _ = self.model.transcribe(audio16k, language=self.language, beam_size=self.beam_size,
                                             temperature=0.0, condition_on_previous_text=False, vad_filter=False)
         return " ".join(s.text.strip() for s in segments).strip()
+
+    def transcribe_batch(self, clips: list[np.ndarray], sample_rate: int, batch_size: int) -> list[str]:
+        """Texts of many clips of at most 30 s, decoded `batch_size` at a time: faster-whisper's
+        BatchedInferencePipeline over the clips laid end to end with 1-s gaps, one chunk per clip
+        (`clip_timestamps`). Worth it on a GPU; on 2 CPU cores it is slower than one clip at a time
+        (16 LibriVox clips: 42 s against 28 s)."""
+        from faster_whisper import BatchedInferencePipeline
+
+        clips16k = [soxr.resample(np.asarray(c, np.float32), sample_rate, WHISPER_SR) if sample_rate != WHISPER_SR
+                    else np.asarray(c, np.float32) for c in clips]
+        gap = np.zeros(WHISPER_SR, np.float32)
+        bounds, position = [], 0
+        for clip in clips16k:
+            bounds.append((position / WHISPER_SR, (position + len(clip)) / WHISPER_SR))
+            position += len(clip) + len(gap)
+        audio = np.concatenate([part for clip in clips16k for part in (clip, gap)])
+        segments, _ = BatchedInferencePipeline(self.model).transcribe(
+            audio, language=self.language, beam_size=self.beam_size, temperature=0.0,
+            condition_on_previous_text=False, vad_filter=False, without_timestamps=True, batch_size=batch_size,
+            clip_timestamps=[{"start": start, "end": end} for start, end in bounds])
+        texts: list[list[str]] = [[] for _ in clips]
+        for segment in segments:   # each clip's chunk starts at its own offset
+            index = max(i for i, (start, _) in enumerate(bounds) if start <= segment.start + 1e-3)
+            texts[index].append(segment.text.strip())
+        return [" ".join(t).strip() for t in texts]

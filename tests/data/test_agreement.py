@@ -66,3 +66,18 @@ def test_swapped_and_truncated_transcripts_of_real_speech_are_caught(dev_corpus,
     assert len(swapped) == 10 and all(judged[s] == "mismatch" for s in swapped), judged
     assert len(truncated) == 5 and all(judged[s] in ("mismatch", "doubtful") for s in truncated), judged
     assert all(v == "ok" for s, v in judged.items() if s not in damage), judged
+
+
+@pytest.mark.slow
+def test_batched_decoding_gives_each_clip_its_own_text(dev_corpus):
+    """The GPU path (BatchedInferencePipeline, one chunk per clip), run here on the CPU."""
+    import soundfile as sf
+
+    from dmospeech.data.transcribe import Transcriber
+
+    clips = [sf.read(f, dtype="float32") for f in sorted((dev_corpus / "kathleen" / "wavs").glob("*.flac"))[:4]]
+    transcriber = Transcriber()
+    one_by_one = [transcriber(audio, sr) for audio, sr in clips]
+    batched = transcriber.transcribe_batch([audio for audio, _ in clips], clips[0][1], batch_size=4)
+    assert len(batched) == 4 and all(character_error_rate(a, b) < 0.1 for a, b in zip(one_by_one, batched))
+    assert character_error_rate(one_by_one[0], batched[1]) > 0.5   # texts are not shifted between clips

@@ -95,7 +95,7 @@ def resampled(files: pd.DataFrame, root: Path, executor: Executor) -> tuple[pd.D
     audio["audio_path"] = audio["audio_path"].map(lambda p: Path(p).name)
     stamps = ["created_at", "updated_at"]
     return (audio.drop(columns=stamps, errors="ignore"), quarantine.drop(columns=stamps, errors="ignore"),
-            {f.name: f.read_bytes() for f in sorted(root.glob("*.flac"))})
+            {f.name: f.read_bytes() for f in sorted(root.rglob("*.flac"))})
 
 
 def test_a_worker_killed_mid_stage_has_its_shard_rerun(dev_corpus, tmp_path):

@@ -65,4 +65,4 @@ def test_every_manifest_is_a_persistent_dvc_output():
             path, flags = next(iter(out.items())) if isinstance(out, dict) else (out, {})
             if path.endswith(".manifest}") or path.endswith(".duckdb"):
                 manifests[path] = flags.get("persist", False)
-    assert len(manifests) == 6 and all(manifests.values()), manifests   # 5 data stages + encode_latents
+    assert len(manifests) == 7 and all(manifests.values()), manifests   # 6 data stages + encode_latents

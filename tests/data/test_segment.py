@@ -13,17 +13,18 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import soxr
+import yaml
 
-from dmospeech.config import CutoffConfig
 from dmospeech.data import manifest
-from dmospeech.data.segment import (Word, _load_aligner, _timed_words, detect_cutoff, piece_bounds, quietest_time,
-                                    segment_corpus, segment_utterance, split_at_pauses, trim_silence)
+from dmospeech.data.cutoff import Word, detect_cutoff, quietest_time, trim_silence
+from dmospeech.data.segment import (_load_aligner, _timed_words, piece_bounds, segment_corpus, segment_utterance,
+                                    split_at_pauses)
 from dmospeech.data.whisper_models import BASE_MODEL_SHA256, resolve_whisper_model
 from tests.helpers import PROJECT_ROOT, params, write
 
 SR = 48_000
 CFG = params().segment_audio
-CUTOFF = CutoffConfig(edge_window_s=0.05, edge_energy_db=-20.0, word_margin_s=0.04)
+CUTOFF = replace(CFG.cutoff, edge_window_s=0.05, edge_energy_db=-20.0, word_margin_s=0.04)
 
 
 def tone(seconds: float, freq: float = 220.0, amp: float = 0.5) -> np.ndarray:
@@ -149,7 +150,9 @@ def test_stage_writes_given_text_segments_and_quarantines_short_ones(tmp_path, m
              "b" * 16: np.concatenate([hiss(0.5), tone(1.5)]),          # ends inside the sound
              "c" * 16: np.concatenate([hiss(0.5), tone(0.1), hiss(0.5)])}
     write_upstream(tmp_path, clips, {"a" * 16: "Complete.", "b" * 16: "Cut off.", "c" * 16: "Oh."})
-    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text())
+    data = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    data["segment_audio"]["speech_check"]["min_speech_fraction"] = 0.0  # tones are no speech: no VAD here
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(PROJECT_ROOT / "stages" / "segment_audio.py"), run_name="__main__")
     db = tmp_path / CFG.manifest

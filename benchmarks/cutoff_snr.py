@@ -1,0 +1,138 @@
+"""How often the cut-off detector (paper sec 4.3, `dmospeech/data/cutoff.py`) flags given-text clips that are
+clean, mixed with noise, or cut inside their last word (issue 25: on noisy read speech the detector
+with thresholds relative to the loudest frame only flagged 26 % of utterances).
+
+Usage: python benchmarks/cutoff_snr.py --clips N --dirs DIR [DIR ...] [--snr 20 15 10] [--params params.yaml]
+
+The transcribed files of the folders (any layout `prepare_corpus` reads) are conditioned as
+`resample_audio` does (48 kHz mono, peak-normalised); N of them are taken evenly over the sorted list.
+Each clip is scored by `segment_utterance` (trim + cut-off check, segment_audio params) as:
+- clean;
+- mixed with noise at each SNR (white and pink noise on alternate clips; SNR against the mean power of
+  the clip's frames within 40 dB of its loudest one, i.e. of its speech);
+- cut mid-word, clean and at each SNR: the clip ends in the middle of its last word's audible part (the
+  frames within 30 dB of the loudest of the span the packaged Whisper model times the word at).
+Prints the share of clips flagged (start or end; for cut clips the end), for these params and for the
+detector before issue 25 (the same thresholds relative to the loudest frame only).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import soxr
+
+from dmospeech.codec.folder_corpus import scan_folders
+from dmospeech.config import Params, SegmentAudioConfig, load_params
+from dmospeech.data.cutoff import frame_db, frame_geometry
+from dmospeech.data.resample import condition_file
+from dmospeech.data.segment import MODEL_SR, Segmenter, segment_utterance
+from dmospeech.ops.audio import AudioError
+
+SR = 48_000
+SPEECH_RANGE_DB = 40.0   # frames within this of the loudest count as speech for the SNR
+AUDIBLE_DB = 30.0        # a word's frames within this of the clip's loudest are its audible part
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    text: str
+    audio: np.ndarray    # 48 kHz
+
+
+def load_clips(folders: Sequence[Path], count: int, params: Params) -> list[Clip]:
+    """`count` transcribed clips of `folders`, evenly over their sorted list, as resample_audio conditions them."""
+    extensions, cfg = params.prepare_corpus.audio_extensions, params.resample_audio
+    items = sorted((it for it in scan_folders(folders, extensions) if it.transcribed and not it.problem),
+                   key=lambda it: str(it.path))
+    picked = [items[i] for i in np.unique(np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int))]
+    clips = []
+    for it in picked:
+        try:
+            clips.append(Clip(it.path.name, it.text, condition_file(str(it.path), cfg)[0].astype(np.float32)))
+        except AudioError as err:
+            print(f"skipped {it.path}: {err.detail}")
+    return clips
+
+
+def noise(length: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power white or pink (1/f power) noise."""
+    x = rng.standard_normal(length)
+    if kind == "pink":
+        spectrum = np.fft.rfft(x)
+        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+        spectrum[0] = 0.0
+        x = np.fft.irfft(spectrum, length)
+    return x / np.sqrt(np.mean(x * x))
+
+
+def with_noise(audio: np.ndarray, snr_db: float, kind: str, seed: int) -> np.ndarray:
+    """`audio` plus `kind` noise `snr_db` below the mean power of its speech frames."""
+    levels = frame_db(audio, SR)
+    speech_power = float(np.mean(10 ** (levels[levels > levels.max() - SPEECH_RANGE_DB] / 10)))
+    scale = np.sqrt(speech_power / 10 ** (snr_db / 10))
+    return (audio + scale * noise(len(audio), kind, np.random.default_rng(seed))).astype(np.float32)
+
+
+def mid_word_cut(audio: np.ndarray, word_start: float, word_end: float) -> int | None:
+    """The sample in the middle of the audible part of the word timed [word_start, word_end] s; None if silent."""
+    levels = frame_db(audio, SR)
+    length, hop = frame_geometry(SR)
+    centres = (np.arange(len(levels)) * hop + length / 2) / SR
+    audible = np.flatnonzero((centres >= word_start) & (centres <= word_end) & (levels > levels.max() - AUDIBLE_DB))
+    return None if audible.size == 0 else int(round((centres[audible[0]] + centres[audible[-1]]) / 2 * SR))
+
+
+def flagged(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, end_only: bool) -> bool:
+    piece = segment_utterance(audio, SR, text, cfg)
+    return piece.cutoff_end or (not end_only and piece.cutoff_start)
+
+
+def peak_only(cfg: SegmentAudioConfig) -> SegmentAudioConfig:
+    """The detector before issue 25: no noise-floor margin, no tail test."""
+    return replace(cfg, cutoff=replace(cfg.cutoff, edge_floor_db=-1e9, tail_energy_db=1e9))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dirs", "--train", type=Path, nargs="+", required=True, help="corpus folders")
+    parser.add_argument("--clips", type=int, default=100)
+    parser.add_argument("--snr", type=float, nargs="+", default=[20.0, 15.0, 10.0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    cfg = params.segment_audio
+    start = time.perf_counter()
+    clips = load_clips(args.dirs, args.clips, params)
+    segmenter = Segmenter(cfg)   # Whisper only: word times of the last word
+    versions: dict[str, list[tuple[np.ndarray, str, bool]]] = {}
+    skipped = 0
+    for i, clip in enumerate(clips):
+        words = segmenter.transcribe(soxr.resample(clip.audio, SR, MODEL_SR))
+        cut = mid_word_cut(clip.audio, words[-1].start, words[-1].end) if words else None
+        if cut is None:
+            skipped += 1
+            continue
+        noisy = {snr: with_noise(clip.audio, snr, ("white", "pink")[i % 2], args.seed + i) for snr in args.snr}
+        versions.setdefault("clean", []).append((clip.audio, clip.text, False))
+        versions.setdefault("clean, cut mid-word", []).append((clip.audio[:cut], clip.text, True))
+        for snr, audio in noisy.items():
+            versions.setdefault(f"{snr:g} dB SNR", []).append((audio, clip.text, False))
+            versions.setdefault(f"{snr:g} dB SNR, cut mid-word", []).append((audio[:cut], clip.text, True))
+    print(f"{len(clips) - skipped} clips of {', '.join(map(str, args.dirs))} ({skipped} without an audible last "
+          f"word skipped), Whisper {cfg.whisper_model}; {time.perf_counter() - start:.0f} s")
+    print(f"{'version':26s} {'flagged':>8s} {'peak-only (before)':>19s}")
+    for name, items in versions.items():
+        now = np.mean([flagged(a, t, cfg, end) for a, t, end in items])
+        before = np.mean([flagged(a, t, peak_only(cfg), end) for a, t, end in items])
+        print(f"{name:26s} {now:8.1%} {before:19.1%}")
+
+
+if __name__ == "__main__":
+    main()

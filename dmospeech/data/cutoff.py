@@ -1,0 +1,131 @@
+"""Segment edges by frame energy (paper sec 4.3: WhisperX cut ~10 % of the teacher's sentence endings
+inside speech): trimming to the sound, the quietest point of a pause, and the cut-off check.
+
+The cut-off check's energy tests are relative to the noise floor around the segment as well as to its
+loudest frame, so steady noise at an edge is not taken for speech whatever its level (issue 25: with a
+threshold re the loudest frame only, 26 % of noisy read speech was flagged). `benchmarks/cutoff_snr.py`
+measures the flag rates on clean, noisy and mid-word-cut dev clips.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from dmospeech.config import CutoffConfig
+
+FRAME_S, HOP_S = 0.025, 0.010   # energy frames
+SILENCE_FLOOR_DB = -100.0       # frames below this are digital silence, whatever the loudest frame
+QUIET_TOLERANCE_DB = 6.0        # frames this close to a pause's quietest frame count as equally quiet
+FLOOR_CONTEXT_S = 5.0           # the noise floor is measured over the segment and this much around it
+
+Span = tuple[float, float]      # (start_s, end_s)
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    text: str                   # as the recogniser spells it, with its leading space
+
+
+def frame_geometry(sr: int) -> tuple[int, int]:
+    """(frame length, hop) in samples."""
+    return max(1, round(FRAME_S * sr)), max(1, round(HOP_S * sr))
+
+
+def frame_db(audio: np.ndarray, sr: int) -> np.ndarray:
+    """RMS level (dB re full scale) of FRAME_S frames every HOP_S; shape (frames,)."""
+    length, hop = frame_geometry(sr)
+    x = np.asarray(audio, dtype=np.float64)
+    starts = np.arange(1 + max(0, len(x) - length) // hop) * hop
+    ends = np.minimum(starts + length, len(x))
+    cumulative = np.concatenate([[0.0], np.cumsum(x * x)])
+    power = (cumulative[ends] - cumulative[starts]) / np.maximum(ends - starts, 1)
+    return 10 * np.log10(np.maximum(power, 1e-12))
+
+
+def time_slice(audio: np.ndarray, sr: int, start_s: float, end_s: float) -> np.ndarray:
+    """The samples of `audio` from `start_s` to `end_s`."""
+    return audio[max(0, int(round(start_s * sr))):max(0, int(round(end_s * sr)))]
+
+
+def _rms_db(samples: np.ndarray) -> float:
+    return float(10 * np.log10(max(float(np.mean(np.square(samples, dtype=np.float64))), 1e-12)))
+
+
+def trim_silence(audio: np.ndarray, sr: int, top_db: float, pad_s: float) -> Span:
+    """Start and end (s) of the sound in `audio`: the first and last frame louder than
+    (loudest frame - `top_db`), widened by `pad_s` and clamped to the audio; (0, 0) for digital
+    silence. Used on every segment edge (sec 4.3)."""
+    levels = frame_db(audio, sr)
+    loud = np.flatnonzero(levels > max(levels.max() - top_db, SILENCE_FLOOR_DB))
+    if loud.size == 0:
+        return 0.0, 0.0
+    length, hop = frame_geometry(sr)
+    return max(0.0, loud[0] * hop / sr - pad_s), min(len(audio) / sr, (loud[-1] * hop + length) / sr + pad_s)
+
+
+def _longest_run(mask: np.ndarray) -> tuple[int, int]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    starts, ends = edges[::2], edges[1::2]
+    k = int(np.argmax(ends - starts))
+    return int(starts[k]), int(ends[k] - starts[k])
+
+
+def quietest_time(audio: np.ndarray, sr: int, start_s: float, end_s: float) -> float:
+    """Where to cut inside the pause [start_s, end_s]: the middle of the longest run of frames
+    within QUIET_TOLERANCE_DB of the quietest one, so imprecise pause edges do not cut speech.
+    A pause shorter than two frames is widened around its centre."""
+    if end_s - start_s < 2 * FRAME_S:
+        middle = (start_s + end_s) / 2
+        start_s, end_s = middle - FRAME_S, middle + FRAME_S
+    start_s, end_s = max(0.0, start_s), min(len(audio) / sr, end_s)
+    levels = frame_db(time_slice(audio, sr, start_s, end_s), sr)
+    first, count = _longest_run(levels <= levels.min() + QUIET_TOLERANCE_DB)
+    length, hop = frame_geometry(sr)
+    return float(min(end_s, start_s + ((first + (count - 1) / 2) * hop + length / 2) / sr))
+
+
+def noise_floor_db(audio: np.ndarray, sr: int, start_s: float, end_s: float, percentile: float) -> float:
+    """The `percentile`-th percentile of the frame levels of the segment and FLOOR_CONTEXT_S around it."""
+    return float(np.percentile(frame_db(time_slice(audio, sr, start_s - FLOOR_CONTEXT_S, end_s + FLOOR_CONTEXT_S),
+                                        sr), percentile))
+
+
+def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg: CutoffConfig,
+                  words: Sequence[Word] = ()) -> tuple[bool, bool, str | None]:
+    """Does speech run into the segment's start / end (sec 4.3: the teacher's cut sentence endings)?
+
+    A level counts as speech when it is above both (loudest frame of the segment + `edge_energy_db`)
+    and (noise floor + `edge_floor_db`), the floor being the `floor_percentile`-th percentile of the
+    frame levels around the segment. An edge is cut off when the RMS of its `edge_window_s` is speech;
+    the end also when a frame of its last `tail_window_s` is above (loudest + `tail_energy_db`) and the
+    floor margin (a word cut in a stop closure: silent at the cut, loud just before; a natural ending
+    has decayed by then, as trimming leaves `edge_pad_s` of quiet), or when the last word ends within
+    `word_margin_s` of it. (Word starts are not used: faster-whisper puts the first word's start at
+    the start of its input, whatever the silence there.) Returns (cutoff_start, cutoff_end, reason or None)."""
+    segment = time_slice(audio, sr, start_s, end_s)
+    peak = float(frame_db(segment, sr).max())
+    floor = noise_floor_db(audio, sr, start_s, end_s, cfg.floor_percentile)
+    window = max(1, int(round(cfg.edge_window_s * sr)))
+    reasons: dict[str, list[str]] = {"start": [], "end": []}
+
+    def speech(level: float, re_peak_db: float) -> bool:
+        return level - peak > re_peak_db and level - floor > cfg.edge_floor_db
+
+    if peak > SILENCE_FLOOR_DB:
+        for edge, samples in (("start", segment[:window]), ("end", segment[-window:])):
+            level = _rms_db(samples)
+            if speech(level, cfg.edge_energy_db):
+                reasons[edge].append(f"edge level {level - peak:.1f} dB re loudest frame > {cfg.edge_energy_db:g} dB, "
+                                     f"{level - floor:.1f} dB above the noise floor")
+        tail = float(frame_db(segment[-max(1, int(round(cfg.tail_window_s * sr))):], sr).max())
+        if not reasons["end"] and speech(tail, cfg.tail_energy_db):
+            reasons["end"].append(f"a frame of the last {cfg.tail_window_s:g} s at {tail - peak:.1f} dB re loudest "
+                                  f"frame > {cfg.tail_energy_db:g} dB, {tail - floor:.1f} dB above the noise floor")
+    if words and end_s - words[-1].end < cfg.word_margin_s:
+        reasons["end"].append(f"word {words[-1].text.strip()!r} ends {end_s - words[-1].end:.3f} s before the cut")
+    reason = "; ".join(f"{edge}: {r}" for edge, rs in reasons.items() for r in rs) or None
+    return bool(reasons["start"]), bool(reasons["end"]), reason
