@@ -103,7 +103,8 @@ def write_bad_set(root: Path, corpus: Path) -> dict[str, str]:
     gap = np.zeros(SR // 2, np.float32)
     repeated = np.concatenate([np.concatenate([clips[0], gap]) for _ in range(7)])
     sf.write(long / "repeated.wav", repeated, SR)
-    expected[str(long / "repeated.wav")] = "transcript_collapse"
+    expected[str(long / "repeated.wav")] = "transcript_collapse"   # unless Whisper hears all 7 readings
+    (root / "repeated_sentence.txt").write_text(texts[0])
     sf.write(long / "long_noise.wav", (0.05 * rng.standard_normal(20 * SR)).astype(np.float32), SR)
     expected[str(long / "long_noise.wav")] = "no_speech"
     return expected
@@ -174,6 +175,11 @@ def main() -> int:
         dbs = run(sources, work, params, executor)
     with open_manifests(dbs) as con:
         fate = con.execute(FATE_SQL).df()
+        heard = " ".join(t for (t,) in con.execute(
+            "SELECT g.text FROM segments g JOIN source_files f USING (file_id) WHERE f.path LIKE '%repeated.wav' "
+            "ORDER BY g.start_s").fetchall())
+    key = " ".join((work / "inputs" / "repeated_sentence.txt").read_text().lower().split()[:3]).strip(",.")
+    readings = heard.lower().count(key)
     fate["reasons"] = fate["reasons"].fillna("")
     unaccounted = fate[(fate.segments == 0) & (fate.reasons == "")]
     real = fate[~fate.source_name.isin(["bad", "bad_long"])]
@@ -192,8 +198,11 @@ def main() -> int:
     for row in bad.itertuples(index=False):
         want = expected.get(row.path, "?")
         good = (row.training_segments > 0 and not row.reasons) if want == "ok" else want in row.reasons.split(",")
+        note = ""
+        if want == "transcript_collapse" and not good and readings == 7:
+            good, note = True, "  (no collapse this time: Whisper's text holds all 7 readings)"
         misjudged += not good
-        print(f"  {'ok ' if good else 'BAD'} {Path(row.path).name:28s} {want:24s} -> {row.reasons or '(trains)'}")
+        print(f"  {'ok ' if good else 'BAD'} {Path(row.path).name:28s} {want:24s} -> {row.reasons or '(trains)'}{note}")
     return 1 if len(unaccounted) or misjudged else 0
 
 
