@@ -116,6 +116,32 @@ def denormalize(latents: torch.Tensor, stats: LatentStats) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- shards
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.safetensors"
+
+
+def remove_stale_shards(out_dir: Path, keep: set[str]) -> None:
+    """Delete shards of an earlier run that this run did not write."""
+    for path in Path(out_dir).glob(SHARD_GLOB):
+        if path.name not in keep:
+            path.unlink()
+
+
+def run_planned_shards(executor: Executor, fn: Callable[..., list], plan: list[tuple[int, list]], out_dir: Path,
+                       *args: Any, what: str, resources: Optional[dict] = None,
+                       progress: Optional[Callable[[int], None]] = None) -> list:
+    """`fn` over a plan of (index, items) groups, one task each writing `shard_name(index)` into
+    `out_dir`; fails naming the group whose task killed its workers every time, then deletes the
+    shards of an earlier run. Returns each group's result, in plan order."""
+    done = executor.map(fn, plan, *args, shard_size=1, resources=resources, progress=progress)
+    for (index, group), result in zip(plan, done):
+        if isinstance(result, WorkerCrash):
+            raise RuntimeError(f"{what}: shard {index} ({len(group)} items) killed its worker every time: "
+                               f"{result.detail}")
+    remove_stale_shards(out_dir, {shard_name(index) for index, _ in plan})
+    return done
+
+
 def write_shard(path: Path, latents: torch.Tensor) -> None:
     """One (frames, c) shard file, written atomically (temp file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -138,7 +164,7 @@ class ShardWriter:
 
     @property
     def current(self) -> str:
-        return f"shard_{len(self.written):05d}.safetensors"
+        return shard_name(len(self.written))
 
     def add(self, latents: torch.Tensor) -> tuple[str, int]:
         """Queue (n, c) latents; returns (shard name, frame offset) where they will be stored."""
@@ -159,9 +185,7 @@ class ShardWriter:
 
     def remove_stale(self) -> None:
         """Delete shards of an earlier run that this run did not write."""
-        for path in self.out_dir.glob(SHARD_GLOB):
-            if path.name not in self.written:
-                path.unlink()
+        remove_stale_shards(self.out_dir, set(self.written))
 
 
 INDEX_FILE = "index.json"
@@ -301,7 +325,7 @@ def _encode_planned(shards: list[tuple[int, list[Clip]]], codec: Codec, cfg: Enc
                     sample_rate: int, codec_checkpoint: str) -> list[tuple[list[dict], tuple[np.ndarray, np.ndarray, int]]]:
     results = []
     for index, clips in shards:
-        name, pieces, rows, offset = f"shard_{index:05d}.safetensors", [], [], 0
+        name, pieces, rows, offset = shard_name(index), [], [], 0
         moments = ChannelMoments(codec.cfg.latent_dim)
         for batch in equal_frame_batches(clips, sample_rate, codec.hop_length, cfg.batch_seconds):
             latents = encode_audio(codec, [audio for _, audio in batch], [clip.clip_id for clip, _ in batch],
@@ -345,25 +369,17 @@ def encode_segments(codec: Codec, clips: Sequence[Clip], cfg: EncodeLatentsConfi
     plan = list(enumerate(plan_shards(clips, sample_rate, codec.hop_length, cfg.shard_frames)))
     resources = {"GPU": 1} if cfg.device.startswith("cuda") else None
     with executor or Executor(LOCAL) as ex:
-        done = ex.map(encode_shard, plan, ex.shared(codec), cfg, str(out_dir.resolve()), sample_rate,
-                      codec_checkpoint, ex.cfg.threads_per_worker, shard_size=1, resources=resources,
-                      progress=progress)
+        done = run_planned_shards(ex, encode_shard, plan, out_dir, ex.shared(codec), cfg, str(out_dir.resolve()),
+                                  sample_rate, codec_checkpoint, ex.cfg.threads_per_worker, what="encode_latents",
+                                  resources=resources, progress=progress)
     moments = ChannelMoments(codec.cfg.latent_dim)
     rows = []
-    for (index, shard_clips), result in zip(plan, done):
-        if isinstance(result, WorkerCrash):
-            raise RuntimeError(f"encoding latent shard {index} ({len(shard_clips)} segments, first "
-                               f"{shard_clips[0].clip_id}) killed its worker every time: {result.detail}")
-        shard_rows, (total, total_sq, frames) = result
+    for shard_rows, (total, total_sq, frames) in done:
         moments.sum += total
         moments.sum_sq += total_sq
         moments.frames += frames
         rows += [{**row, "codec_checkpoint": codec_checkpoint, "source_sha256": source_sha256[row["segment_id"]],
                   "parent_id": row["segment_id"], **lineage.columns()} for row in shard_rows]
-    written = {f"shard_{index:05d}.safetensors" for index, _ in plan}
-    for path in out_dir.glob(SHARD_GLOB):
-        if path.name not in written:
-            path.unlink()
     stats = moments.stats(codec_checkpoint)
     stats.write(cfg.stats_path)
     return frame("latents", rows), stats

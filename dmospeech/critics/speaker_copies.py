@@ -31,10 +31,10 @@ from safetensors.torch import load_file, save
 from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.codec.latent_text import LatentTextItem
-from dmospeech.codec.latents import (INDEX_FILE, SHARD_GLOB, LatentStats, LatentStore, encode_audio, normalize,
-                                    read_keyed_index, write_shard)
+from dmospeech.codec.latents import (INDEX_FILE, LatentStats, LatentStore, encode_audio, normalize,
+                                    read_keyed_index, run_planned_shards, shard_name, write_shard)
 from dmospeech.codec.model import Codec
-from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, group_by_size
+from dmospeech.ops.executor import LOCAL, Executor, group_by_size
 from dmospeech.ops.runtime import cached_by_rank_zero
 from dmospeech.critics.speaker_teachers import SpeakerTeacher, pitch_shift
 
@@ -79,7 +79,7 @@ def speaker_copies_shard(groups: list[tuple[int, list[LatentTextItem]]], store: 
     sample_rate = codec.cfg.sample_rate
     results = []
     for index, items in groups:
-        name, pieces, copies, embeddings, offset = f"shard_{index:05d}.safetensors", [], [], [], 0
+        name, pieces, copies, embeddings, offset = shard_name(index), [], [], [], 0
         for item in items:
             audio = load_clip(Clip(item.segment_id, item.audio_path, item.start_s, item.end_s), sample_rate)
             for shift in (0.0, *semitones):
@@ -121,20 +121,11 @@ def build_speaker_copies(items: Sequence[LatentTextItem], store: LatentStore, co
     (cache_dir / INDEX_FILE).unlink(missing_ok=True)
     plan = list(enumerate(group_by_size(items, [it.num_frames * (1 + len(semitones)) for it in items], shard_frames)))
     with executor or Executor(LOCAL) as ex:
-        done = ex.map(speaker_copies_shard, plan, store, ex.shared(codec), ex.shared(teacher), tuple(semitones),
-                      str(cache_dir), use_mean, shard_size=1, progress=progress)
-    copies, embeddings = [], []
-    for (index, group), result in zip(plan, done):
-        if isinstance(result, WorkerCrash):
-            raise RuntimeError(f"speaker copies: shard {index} (first segment {group[0].segment_id}) killed its "
-                               f"worker every time: {result.detail}")
-        copies += result[0]
-        embeddings.append(result[1])
-    written = {f"shard_{index:05d}.safetensors" for index, _ in plan}
-    for stale in cache_dir.glob(SHARD_GLOB):
-        if stale.name not in written:
-            stale.unlink()
-    table = torch.cat(embeddings)
+        done = run_planned_shards(ex, speaker_copies_shard, plan, cache_dir, store, ex.shared(codec),
+                                  ex.shared(teacher), tuple(semitones), str(cache_dir), use_mean,
+                                  what="speaker copies", progress=progress)
+    copies = [copy for group_copies, _ in done for copy in group_copies]
+    table = torch.cat([embeddings for _, embeddings in done])
     tmp = cache_dir / f".teacher.safetensors.tmp{os.getpid()}"
     tmp.write_bytes(save({"embeddings": table.contiguous()}))
     os.replace(tmp, cache_dir / "teacher.safetensors")

@@ -32,9 +32,10 @@ import torch
 from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.codec.latent_text import LatentTextItem
-from dmospeech.codec.latents import INDEX_FILE, SHARD_GLOB, encode_audio, read_keyed_index, write_shard
+from dmospeech.codec.latents import (INDEX_FILE, encode_audio, read_keyed_index, run_planned_shards, shard_name,
+                                    write_shard)
 from dmospeech.codec.model import Codec
-from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, group_by_size
+from dmospeech.ops.executor import LOCAL, Executor, group_by_size
 from dmospeech.ops.runtime import cached_by_rank_zero
 
 CACHE_VERSION = 1
@@ -79,7 +80,7 @@ def speed_copies_shard(groups: list[tuple[int, list[LatentTextItem]]], codec: Co
     results = []
     with torch.inference_mode():
         for index, items in groups:
-            name, pieces, copies, offset = f"shard_{index:05d}.safetensors", [], [], 0
+            name, pieces, copies, offset = shard_name(index), [], [], 0
             for item in items:
                 audio = load_clip(Clip(item.segment_id, item.audio_path, item.start_s, item.end_s), sample_rate)
                 for factor in factors:
@@ -117,18 +118,9 @@ def build_speed_copies(items: Sequence[LatentTextItem], codec: Codec, codec_chec
     plan = list(enumerate(group_by_size(items, [it.num_frames * sum(1 / f for f in factors) for it in items],
                                         shard_frames)))
     with executor or Executor(LOCAL) as ex:
-        done = ex.map(speed_copies_shard, plan, ex.shared(codec), tuple(factors), str(cache_dir), prefix, use_mean,
-                      shard_size=1, progress=progress)
-    copies = []
-    for (index, group), result in zip(plan, done):
-        if isinstance(result, WorkerCrash):
-            raise RuntimeError(f"speed copies: shard {index} (first segment {group[0].segment_id}) killed its "
-                               f"worker every time: {result.detail}")
-        copies += result
-    written = {f"shard_{index:05d}.safetensors" for index, _ in plan}
-    for stale in cache_dir.glob(SHARD_GLOB):
-        if stale.name not in written:
-            stale.unlink()
+        done = run_planned_shards(ex, speed_copies_shard, plan, cache_dir, ex.shared(codec), tuple(factors),
+                                  str(cache_dir), prefix, use_mean, what="speed copies", progress=progress)
+    copies = [copy for group in done for copy in group]
     write_json_atomic(cache_dir / INDEX_FILE, {"key": key, "copies": [asdict(c) for c in copies]}, indent=None,
                       nonfinite="error")
     return copies

@@ -15,6 +15,7 @@ bounds, model and this code), so changing a threshold recomputes nothing but the
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import json
 import os
 from pathlib import Path
@@ -43,7 +44,9 @@ def character_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.cer(ref, hyp))
 
 
+@lru_cache(maxsize=1)
 def _code_key() -> str:
+    """Read once per process: `cache_file` asks for it for every segment."""
     here = Path(__file__)
     return hashlib.sha256(here.read_bytes() + here.with_name("transcribe.py").read_bytes()).hexdigest()
 

@@ -16,6 +16,7 @@ whose Whisper transcript collapsed (speech.py) are quarantined with a reason, ne
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 import json
 import logging
 import os
@@ -255,7 +256,9 @@ class Segmenter:
 SEGMENTATION_MODULES = ("segment.py", "cutoff.py", "speech.py", "whisper_models.py")
 
 
+@lru_cache(maxsize=1)
 def _code_hash() -> str:
+    """Read once per process: `_cache_file` asks for it for every long-form file."""
     digest = hashlib.sha256()
     for name in SEGMENTATION_MODULES:
         module = Path(__file__).with_name(name)
