@@ -2,7 +2,8 @@
 clean, mixed with noise, or cut inside their last word (issue 25: on noisy read speech the detector
 with thresholds relative to the loudest frame only flagged 26 % of utterances).
 
-Usage: python benchmarks/cutoff_snr.py --clips N --dirs DIR [DIR ...] [--snr 20 15 10] [--params params.yaml]
+Usage: python benchmarks/cutoff_snr.py --clips N --dirs DIR [DIR ...] [--snr 20 15 10] [--offset 0.5]
+       [--params params.yaml]
 
 The transcribed files of the folders (any layout `prepare_corpus` reads) are conditioned as
 `resample_audio` does (48 kHz mono, peak-normalised); N of them are taken evenly over the sorted list.
@@ -12,8 +13,13 @@ Each clip is scored by `segment_utterance` (trim + cut-off check, segment_audio 
   the clip's frames within 40 dB of its loudest one, i.e. of its speech);
 - cut mid-word, clean and at each SNR: the clip ends in the middle of its last word's audible part (the
   frames within 30 dB of the loudest of the span the packaged Whisper model times the word at).
-Prints the share of clips flagged (start or end; for cut clips the end), for these params and for the
-detector before issue 25 (the same thresholds relative to the loudest frame only).
+Prints the share of clips flagged (start or end; for cut clips the end) by `segment_utterance` with the
+bundled VAD (as segment_audio runs it: the speech check's no_speech_detected rejects are not counted), by
+the energy tests alone (`cutoff.edge_vad_score` 0) and by the detector before issue 25 (the thresholds
+relative to the loudest frame only), over all clips and over the clips whose recording ends in `--pause` s
+of pause (`ends_in_pause`: the others may be cut already, so a flag on them is not known to be false).
+Use clips other than those the thresholds were chosen on (`--offset`; they were chosen at offsets 0, per
+folder, and 0.5).
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from dmospeech.ops.audio import AudioError
 SR = 48_000
 SPEECH_RANGE_DB = 40.0   # frames within this of the loudest count as speech for the SNR
 AUDIBLE_DB = 30.0        # a word's frames within this of the clip's loudest are its audible part
+PAUSE_DB = 35.0          # a recording's trailing frames this far below its loudest are a pause
 
 
 @dataclass(frozen=True)
@@ -45,12 +52,15 @@ class Clip:
     audio: np.ndarray    # 48 kHz
 
 
-def load_clips(folders: Sequence[Path], count: int, params: Params) -> list[Clip]:
-    """`count` transcribed clips of `folders`, evenly over their sorted list, as resample_audio conditions them."""
+def load_clips(folders: Sequence[Path], count: int, params: Params, offset: float = 0.0) -> list[Clip]:
+    """`count` transcribed clips of `folders`, evenly over their sorted list (shifted by `offset` times the
+    spacing, 0 <= offset < 1, to pick other clips), as resample_audio conditions them."""
     extensions, cfg = params.prepare_corpus.audio_extensions, params.resample_audio
     items = sorted((it for it in scan_folders(folders, extensions) if it.transcribed and not it.problem),
                    key=lambda it: str(it.path))
-    picked = [items[i] for i in np.unique(np.linspace(0, len(items) - 1, min(count, len(items))).round().astype(int))]
+    count = min(count, len(items))
+    positions = np.linspace(0, len(items) - 1, count) + offset * (len(items) - 1) / max(count - 1, 1)
+    picked = [items[i] for i in np.unique(np.minimum(positions.round(), len(items) - 1).astype(int))]
     clips = []
     for it in picked:
         try:
@@ -88,14 +98,27 @@ def mid_word_cut(audio: np.ndarray, word_start: float, word_end: float) -> int |
     return None if audible.size == 0 else int(round((centres[audible[0]] + centres[audible[-1]]) / 2 * SR))
 
 
-def flagged(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, end_only: bool) -> bool:
-    piece = segment_utterance(audio, SR, text, cfg)
+def ends_in_pause(audio: np.ndarray, pause_s: float) -> bool:
+    """Does the recording end in `pause_s` of frames PAUSE_DB below its loudest one? Many corpus files are
+    trimmed to within tens of ms of their last sound (most CMU ARCTIC files end 40-60 ms after speech at
+    -13 dB), so they may be cut already: only clips ending in a pause tell a false flag from a true one."""
+    levels = frame_db(audio, SR)
+    return bool((levels[-max(1, int(round(pause_s / 0.01))):] <= levels.max() - PAUSE_DB).all())
+
+
+def flagged(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, end_only: bool, segmenter: Segmenter | None) -> bool:
+    piece = segment_utterance(audio, SR, text, cfg, None if segmenter is None else (lambda: segmenter))
     return piece.cutoff_end or (not end_only and piece.cutoff_start)
 
 
+def energy_only(cfg: SegmentAudioConfig) -> SegmentAudioConfig:
+    """The detector without the VAD's end score."""
+    return replace(cfg, cutoff=replace(cfg.cutoff, edge_vad_score=0.0))
+
+
 def peak_only(cfg: SegmentAudioConfig) -> SegmentAudioConfig:
-    """The detector before issue 25: no noise-floor margin, no tail test."""
-    return replace(cfg, cutoff=replace(cfg.cutoff, edge_floor_db=-1e9, tail_energy_db=1e9))
+    """The detector before issue 25: thresholds relative to the loudest frame only, no tail test, no VAD."""
+    return replace(cfg, cutoff=replace(cfg.cutoff, edge_floor_db=-1e9, tail_energy_db=1e9, edge_vad_score=0.0))
 
 
 def main() -> None:
@@ -105,13 +128,15 @@ def main() -> None:
     parser.add_argument("--snr", type=float, nargs="+", default=[20.0, 15.0, 10.0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pause", type=float, default=0.15, help="seconds of trailing pause that show a clip uncut")
+    parser.add_argument("--offset", type=float, default=0.0, help="shift the picked clips by this share of their spacing")
     args = parser.parse_args()
     params = load_params(args.params)
     cfg = params.segment_audio
     start = time.perf_counter()
-    clips = load_clips(args.dirs, args.clips, params)
-    segmenter = Segmenter(cfg)   # Whisper only: word times of the last word
-    versions: dict[str, list[tuple[np.ndarray, str, bool]]] = {}
+    clips = load_clips(args.dirs, args.clips, params, args.offset)
+    segmenter = Segmenter(cfg)   # Whisper: word times of the last word; the VAD: the end score
+    versions: dict[str, list[tuple[np.ndarray, str, bool, bool]]] = {}
     skipped = 0
     for i, clip in enumerate(clips):
         words = segmenter.transcribe(soxr.resample(clip.audio, SR, MODEL_SR))
@@ -119,19 +144,26 @@ def main() -> None:
         if cut is None:
             skipped += 1
             continue
+        paused = ends_in_pause(clip.audio, args.pause)
         noisy = {snr: with_noise(clip.audio, snr, ("white", "pink")[i % 2], args.seed + i) for snr in args.snr}
-        versions.setdefault("clean", []).append((clip.audio, clip.text, False))
-        versions.setdefault("clean, cut mid-word", []).append((clip.audio[:cut], clip.text, True))
+        versions.setdefault("clean", []).append((clip.audio, clip.text, False, paused))
+        versions.setdefault("clean, cut mid-word", []).append((clip.audio[:cut], clip.text, True, paused))
         for snr, audio in noisy.items():
-            versions.setdefault(f"{snr:g} dB SNR", []).append((audio, clip.text, False))
-            versions.setdefault(f"{snr:g} dB SNR, cut mid-word", []).append((audio[:cut], clip.text, True))
+            versions.setdefault(f"{snr:g} dB SNR", []).append((audio, clip.text, False, paused))
+            versions.setdefault(f"{snr:g} dB SNR, cut mid-word", []).append((audio[:cut], clip.text, True, paused))
+    paused = sum(p for *_, p in versions["clean"])
     print(f"{len(clips) - skipped} clips of {', '.join(map(str, args.dirs))} ({skipped} without an audible last "
-          f"word skipped), Whisper {cfg.whisper_model}; {time.perf_counter() - start:.0f} s")
-    print(f"{'version':26s} {'flagged':>8s} {'peak-only (before)':>19s}")
+          f"word skipped; {paused} whose recording ends in >= {args.pause:g} s of pause), Whisper {cfg.whisper_model}; "
+          f"{time.perf_counter() - start:.0f} s")
+    print(f"{'version':26s} {'flagged':>8s} {'ending in a pause':>18s} {'energy only':>12s} {'peak-only (before)':>19s}")
+    no_vad = replace(cfg, speech_check=replace(cfg.speech_check, min_speech_fraction=0.0))
     for name, items in versions.items():
-        now = np.mean([flagged(a, t, cfg, end) for a, t, end in items])
-        before = np.mean([flagged(a, t, peak_only(cfg), end) for a, t, end in items])
-        print(f"{name:26s} {now:8.1%} {before:19.1%}")
+        now = np.array([flagged(a, t, cfg, end, segmenter) for a, t, end, _ in items])
+        in_pause = now[[p for *_, p in items]]
+        energy = np.mean([flagged(a, t, energy_only(no_vad), end, None) for a, t, end, _ in items])
+        before = np.mean([flagged(a, t, peak_only(no_vad), end, None) for a, t, end, _ in items])
+        print(f"{name:26s} {now.mean():8.1%} {in_pause.mean():11.1%} ({in_pause.sum():2d}/{len(in_pause):2d}) "
+              f"{energy:12.1%} {before:19.1%}")
 
 
 if __name__ == "__main__":

@@ -66,6 +66,10 @@ class CutoffConfig:
     tail_window_s: float      # the end is also cut off when a frame this close to it is above (loudest +
     tail_energy_db: float     # tail_energy_db) and the floor margin (a cut in a stop closure); <= edge_pad_s
     word_margin_s: float      # a word ending closer than this to the cut counts as cut off
+    edge_vad_window_s: float  # given-text clips in noise (loudest frame < edge_vad_max_snr_db above the floor): the
+    edge_vad_score: float     # end is also cut off when the VAD's mean speech score over its last edge_vad_window_s
+    edge_vad_max_snr_db: float  # is above edge_vad_score and a frame there is edge_vad_floor_db above the floor
+    edge_vad_floor_db: float  # (edge_vad_score 0: off)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def noise_floor_db(audio: np.ndarray, sr: int, start_s: float, end_s: float, per
 
 
 def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg: CutoffConfig,
-                  words: Sequence[Word] = ()) -> tuple[bool, bool, str | None]:
+                  words: Sequence[Word] = (), end_vad_score: float | None = None) -> tuple[bool, bool, str | None]:
     """Does speech run into the segment's start / end (sec 4.3: the teacher's cut sentence endings)?
 
     A level counts as speech when it is above both (loudest frame of the segment + `edge_energy_db`)
@@ -105,7 +105,11 @@ def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg:
     floor margin (a word cut in a stop closure: silent at the cut, loud just before; a natural ending
     has decayed by then, as trimming leaves `edge_pad_s` of quiet), or when the last word ends within
     `word_margin_s` of it. (Word starts are not used: faster-whisper puts the first word's start at
-    the start of its input, whatever the silence there.) Returns (cutoff_start, cutoff_end, reason or None)."""
+    the start of its input, whatever the silence there.) In noise (loudest frame less than
+    `edge_vad_max_snr_db` above the floor), where a weak phone at a cut is as quiet as the noise, the end is
+    also cut off when the VAD's mean speech score over its last `edge_vad_window_s` (`end_vad_score`) is above
+    `edge_vad_score` and a frame there is `edge_vad_floor_db` above the floor. Returns (cutoff_start,
+    cutoff_end, reason or None)."""
     segment = time_slice(audio, sr, start_s, end_s)
     peak = float(frame_db(segment, sr).max())
     floor = noise_floor_db(audio, sr, start_s, end_s, cfg.floor_percentile)
@@ -125,6 +129,13 @@ def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg:
         if not reasons["end"] and speech(tail, cfg.tail_energy_db):
             reasons["end"].append(f"a frame of the last {cfg.tail_window_s:g} s at {tail - peak:.1f} dB re loudest "
                                   f"frame > {cfg.tail_energy_db:g} dB, {tail - floor:.1f} dB above the noise floor")
+    if (end_vad_score is not None and cfg.edge_vad_score > 0 and not reasons["end"]
+            and peak - floor < cfg.edge_vad_max_snr_db and end_vad_score > cfg.edge_vad_score):
+        level = float(frame_db(segment[-max(1, int(round(cfg.edge_vad_window_s * sr))):], sr).max())
+        if level - floor > cfg.edge_vad_floor_db:
+            reasons["end"].append(f"VAD speech score {end_vad_score:.2f} over the last {cfg.edge_vad_window_s:g} s > "
+                                  f"{cfg.edge_vad_score:g} ({peak - floor:.1f} dB between floor and loudest frame, "
+                                  f"{level - floor:.1f} dB above the floor there)")
     if words and end_s - words[-1].end < cfg.word_margin_s:
         reasons["end"].append(f"word {words[-1].text.strip()!r} ends {end_s - words[-1].end:.3f} s before the cut")
     reason = "; ".join(f"{edge}: {r}" for edge, rs in reasons.items() for r in rs) or None

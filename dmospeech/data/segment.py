@@ -35,7 +35,7 @@ import soxr
 from dmospeech.config import SegmentAudioConfig
 from dmospeech.data import manifest
 from dmospeech.data.cutoff import Span, Word, detect_cutoff, quietest_time, time_slice, trim_silence
-from dmospeech.data.speech import collapse_detail, filled_window, no_speech_detail, speech_seconds
+from dmospeech.data.speech import ClipVad, collapse_detail, filled_window, no_speech_detail, speech_seconds
 from dmospeech.data.whisper_models import resolve_whisper_model
 from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, task_threads, worker_cached
 
@@ -66,26 +66,31 @@ class Piece:
 
 
 def _checked_piece(audio: np.ndarray, sr: int, start_s: float, end_s: float, text: str,
-                   cfg: SegmentAudioConfig, words: Sequence[Word] = ()) -> Piece:
+                   cfg: SegmentAudioConfig, words: Sequence[Word] = (), end_vad_score: float | None = None) -> Piece:
     if end_s - start_s < cfg.min_segment_s:
         return Piece(start_s, end_s, text, reject="too_short",
                      detail=f"{end_s - start_s:.2f} s of sound < min_segment_s {cfg.min_segment_s:g} s")
-    return Piece(start_s, end_s, text, *detect_cutoff(audio, sr, start_s, end_s, cfg.cutoff, words))
+    return Piece(start_s, end_s, text, *detect_cutoff(audio, sr, start_s, end_s, cfg.cutoff, words, end_vad_score))
 
 
 # ----------------------------------------------------------------------------- short utterances
 def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioConfig,
                       get_segmenter: Callable[[], Segmenter] | None = None) -> Piece:
     """A short transcribed utterance keeps its given text: trim leading/trailing silence, check both
-    edges for cut-off speech (sec 4.3) and, with `get_segmenter`'s VAD, that the sound holds speech."""
+    edges for cut-off speech (sec 4.3) and, with `get_segmenter`'s VAD, that the sound holds speech and
+    that the VAD does not hear speech up to the end (`cutoff.edge_vad_score`)."""
     start, end = trim_silence(audio, sr, cfg.trim_top_db, cfg.edge_pad_s)
     if end <= start:
         return Piece(0.0, len(audio) / sr, text, reject="no_speech", detail="the audio is digital silence")
-    piece = _checked_piece(audio, sr, start, end, text.strip(), cfg)
-    if piece.reject or get_segmenter is None or cfg.speech_check.min_speech_fraction <= 0:
+    check_speech, check_end = cfg.speech_check.min_speech_fraction > 0, cfg.cutoff.edge_vad_score > 0
+    vad = None
+    if get_segmenter is not None and (check_speech or check_end) and end - start >= cfg.min_segment_s:
+        vad = get_segmenter().clip_vad(time_slice(audio, sr, start, end), sr, cfg.cutoff.edge_vad_window_s)
+    piece = _checked_piece(audio, sr, start, end, text.strip(), cfg,
+                           end_vad_score=vad.end_score if vad is not None and check_end else None)
+    if piece.reject or vad is None or not check_speech:
         return piece
-    speech_s = get_segmenter().clip_speech_s(time_slice(audio, sr, start, end), sr)
-    detail = no_speech_detail(speech_s, end - start, cfg.speech_check)
+    detail = no_speech_detail(vad.speech_s, end - start, cfg.speech_check)
     return replace(piece, reject="no_speech_detected", detail=detail) if detail else piece
 
 
@@ -191,22 +196,36 @@ class Segmenter:
     def aligner(self):
         return _load_aligner(self.cfg) if self.cfg.alignment_model else None
 
-    def speech_regions(self, audio16k: np.ndarray) -> list[Span]:
+    def vad_scores(self, audio16k: np.ndarray):
+        """The VAD's frame speech scores (a pyannote SlidingWindowFeature)."""
+        import torch
+
+        return self.vad({"waveform": torch.from_numpy(np.ascontiguousarray(audio16k, np.float32))[None],
+                         "sample_rate": MODEL_SR})
+
+    def speech_regions(self, audio16k: np.ndarray, scores=None) -> list[Span]:
         """Speech regions by the VAD, binarised with `vad_onset` / `vad_offset`; a region too long
         for one piece is split at its lowest VAD score (WhisperX's min-cut)."""
-        import torch
         from whisperx.vads.pyannote import Binarize
 
-        scores = self.vad({"waveform": torch.from_numpy(audio16k)[None], "sample_rate": MODEL_SR})
         binarize = Binarize(onset=self.cfg.vad_onset, offset=self.cfg.vad_offset,
                             min_duration_on=MIN_VAD_REGION_S,
                             max_duration=self.cfg.max_segment_s - 2 * PAUSE_MARGIN_S)
+        scores = self.vad_scores(audio16k) if scores is None else scores
         return [(float(s.start), float(s.end)) for s in binarize(scores).get_timeline()]
 
-    def clip_speech_s(self, audio: np.ndarray, sr: int) -> float:
-        """Seconds of speech the VAD finds in a short clip (repeated to fill a VAD window first)."""
+    def clip_vad(self, audio: np.ndarray, sr: int, end_window_s: float) -> ClipVad:
+        """Seconds of speech the VAD finds in a short clip and its mean score over the last `end_window_s`.
+        The clip is repeated to fill a VAD window, so its last copy ends where the window ends."""
         audio16k = soxr.resample(audio, sr, MODEL_SR) if sr != MODEL_SR else audio
-        return speech_seconds(self.speech_regions(filled_window(audio16k, MODEL_SR)), 0.0, len(audio16k) / MODEL_SR)
+        window = filled_window(audio16k, MODEL_SR)
+        scores = self.vad_scores(window)
+        frames = scores.sliding_window
+        centres = np.array([frames[i].middle for i in range(len(scores.data))])
+        last = centres >= len(window) / MODEL_SR - end_window_s
+        end_score = float(scores.data[last, 0].mean() if last.any() else scores.data[-1, 0])
+        speech_s = speech_seconds(self.speech_regions(window, scores), 0.0, len(audio16k) / MODEL_SR)
+        return ClipVad(speech_s, end_score)
 
     def transcribe(self, audio16k: np.ndarray) -> list[Word]:
         """Words with times (s from the start of `audio16k`)."""

@@ -10,6 +10,7 @@ seven times became segments whose transcript holds it once).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -20,6 +21,15 @@ from dmospeech.data.cutoff import Span
 # The bundled pyannote segmentation model scores 5-s windows and zero-pads shorter input, on which it
 # hears speech in 1-3 s of plain noise or hum; a short clip repeated to fill a window is judged correctly.
 VAD_WINDOW_S = 5.0
+
+
+@dataclass(frozen=True)
+class ClipVad:
+    """What the VAD hears in a given-text clip: seconds of speech, and its mean speech score over the
+    clip's last `edge_vad_window_s` (cut-off check: a clip cut inside a weak phone that noise hides from
+    the energy tests still sounds like speech to the VAD up to its last frame)."""
+    speech_s: float
+    end_score: float
 
 
 def speech_seconds(regions: Sequence[Span], start_s: float, end_s: float) -> float:
