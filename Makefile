@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 APT_PACKAGES := espeak-ng ffmpeg libsox-dev sox pocketsphinx-testdata
+# `make test` only: the browser that tests the web page (tests/unit/test_ui_browser.py)
+TEST_APT_PACKAGES := chromium chromium-driver
 DMOSPEECH_DEV_CORPUS ?= $(abspath $(wildcard ../shared/corpora/dev))
 PYTEST_ARGS ?= --durations=15
 
@@ -21,24 +23,32 @@ export HF_HUB_OFFLINE := 1
 unexport PYTHONDONTWRITEBYTECODE
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test install system-packages repro clean-demo
+.PHONY: demo test install system-packages test-packages repro clean-demo
 
 demo: install
 	$(VENV)/bin/dvc repro
 	$(VENV)/bin/dvc status
 
-test: install
+test: install test-packages
 	DMOSPEECH_DEV_CORPUS="$(DMOSPEECH_DEV_CORPUS)" $(PY) -m pytest -q $(PYTEST_ARGS)
 
 install: system-packages $(VENV)/.installed
 
-system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Install the Debian packages of $(1) that are missing.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+system-packages:
+	$(call apt_install,$(APT_PACKAGES))
+
+test-packages:
+	$(call apt_install,$(TEST_APT_PACKAGES))
 
 $(VENV)/.installed: requirements.lock.txt pyproject.toml
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install -q "uv==$(UV_VERSION)"

@@ -12,21 +12,27 @@ from dmospeech.ops.atomic import dumps_strict, write_text_atomic
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    """Merge profiles/<name>.yaml over the params file and write it back (validated, atomically), keeping
-    the params file's comments (ruamel.yaml round trip)."""
-    profile = Path(args.profile) if args.profile.endswith(".yaml") else Path("profiles") / f"{args.profile}.yaml"
-    if not profile.exists():
+    """Merge profiles/<name>.yaml (several: in the order given, a later one wins) over the params file and
+    write it back (validated, atomically), keeping the params file's comments (ruamel.yaml round trip)."""
+    import yaml
+
+    from dmospeech.config import Params
+    from dmospeech.config.parse import from_dict
+
+    profiles = [Path(n) if n.endswith(".yaml") else Path("profiles") / f"{n}.yaml" for n in args.profile]
+    missing = [p for p in profiles if not p.exists()]
+    if missing:
         names = sorted(p.stem for p in Path("profiles").glob("*.yaml"))
-        print(f"profile {profile} not found; available: {names}", file=sys.stderr)
+        print(f"profile {missing[0]} not found; available: {names}", file=sys.stderr)
         return 2
-    load_params(args.params, profile=profile)  # validate before writing
     try:
-        text = apply_profile(args.params, profile)
+        text = apply_profile(args.params, *profiles)
+        from_dict(Params, yaml.safe_load(text))  # validate before writing
     except ConfigError as err:
         print(f"dmospeech profile: {err}; nothing written", file=sys.stderr)
         return 1
     write_text_atomic(args.params, text)
-    print(f"applied {profile} to {args.params} (revert with `git checkout {args.params}`)")
+    print(f"applied {', '.join(map(str, profiles))} to {args.params} (revert with `git checkout {args.params}`)")
     return 0
 
 
@@ -83,13 +89,18 @@ def model_dir(name: str, params_path: str) -> Path:
     return Path(name)
 
 
-def load_tts(model: Path, transcriber, params, decoder: str | None, sampler: TeacherSamplerConfig):
+def load_tts(model: Path, transcriber, params, decoder: str | None, sampler: TeacherSamplerConfig,
+             runtime: str = "torch"):
     """The model with the decoder asked for. Without --decoder, params' evaluate.decoder is used when
     it can decode this model (the fast decoder exists and was fitted to its codec), else the codec's
-    own decoder, with a note on stderr."""
+    own decoder, with a note on stderr. An ONNX export (runtime onnx, onnx-int8) holds its decoder."""
     from dmospeech.synthesis.synthesizer import SynthesisError
     from dmospeech.synthesis.tts import TTS
 
+    if runtime != "torch":
+        if decoder is not None:
+            raise SynthesisError(f"--decoder does not apply to --runtime {runtime}: the export holds its fast decoder")
+        return TTS.from_pretrained(model, transcriber, sampler=sampler, runtime=runtime)
     fast_dir = params.decoder_checkpoint_dir(decoder)
     try:
         return TTS.from_pretrained(model, transcriber, fast_dir, sampler)
@@ -101,8 +112,8 @@ def load_tts(model: Path, transcriber, params, decoder: str | None, sampler: Tea
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    """One sentence (--text, --prompt -> --out) or a batch list (--batch list.tsv -> --out-dir)."""
-    from dmospeech.ops.audio import write_audio_atomic
+    """One sentence (--text, --prompt -> --out) or a batch list (--batch list.tsv -> --out-dir), watermarked
+    unless --no-watermark."""
     from dmospeech.synthesis.synthesizer import SynthesisError
     from dmospeech.synthesis.tts import read_batch_file, write_batch_report
 
@@ -120,9 +131,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         transcriber = _Lazy(lambda: Transcriber(params.segment_audio))
     try:
         sampler = TeacherSamplerConfig(cfg_scale=args.cfg_scale)
-        tts = load_tts(model_dir(args.model, args.params), transcriber, params, args.decoder, sampler)
+        tts = load_tts(model_dir(args.model, args.params), transcriber, params, args.decoder, sampler, args.runtime)
         if args.batch is not None:
-            results = tts.synthesize_batch(read_batch_file(args.batch), args.out_dir, steps=args.steps)
+            results = tts.synthesize_batch(read_batch_file(args.batch), args.out_dir, steps=args.steps,
+                                           watermark=not args.no_watermark)
             report = write_batch_report(results, Path(args.out_dir) / "batch_report.tsv")
             failed = [r for r in results if r.error is not None]
             for r in failed:
@@ -131,12 +143,59 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
             return 1 if failed else 0
         prompt = tts.prompt(args.prompt, args.prompt_text)
         audio, rate = tts.synthesize(args.text, prompt, steps=args.steps, seed=args.seed, seconds=args.seconds)
+        tts.save(args.out, audio, rate, watermark=not args.no_watermark)
     except (SynthesisError, ValueError) as err:
         print(f"dmospeech synthesize: {err}", file=sys.stderr)
         return 2
-    write_audio_atomic(args.out, audio, rate, subtype="PCM_16")
     decoder = "codec decoder" if tts.synthesizer.codec.cfg.fast_decoder is None else "fast decoder"
-    print(f"wrote {args.out}: {len(audio) / rate:.2f} s at {rate} Hz, {decoder} (prompt transcript: {prompt.text!r})")
+    print(f"wrote {args.out}: {len(audio) / rate:.2f} s at {rate} Hz, {decoder}, "
+          f"{'not ' if args.no_watermark else ''}watermarked (prompt transcript: {prompt.text!r})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """The student's denoiser, text encoder, fast decoder and codec encoder as ONNX graphs in OUT_DIR."""
+    from dmospeech.synthesis.export import ExportError, export_onnx
+    from dmospeech.synthesis.synthesizer import SynthesisError
+
+    params = load_params(args.params)
+    decoder = args.decoder_checkpoint or params.decoder_checkpoint_dir("fast")
+    try:
+        out = export_onnx(model_dir(args.model, args.params), decoder, args.out_dir, int8=args.int8)
+    except (ExportError, SynthesisError) as err:
+        print(f"dmospeech export: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (run it with `dmospeech synthesize --runtime onnx{'-int8' if args.int8 else ''} "
+          f"--model {out}`)")
+    return 0
+
+
+def cmd_watermark(args: argparse.Namespace) -> int:
+    """Score and verdict of each file: does it carry the synthesis watermark? Exit 0 if all were read."""
+    from dmospeech.synthesis.watermark import THRESHOLD, detect_file
+
+    failed = 0
+    for path in args.files:
+        try:
+            found = detect_file(path)
+        except ValueError as err:
+            print(f"dmospeech watermark: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}\t{found.score:.3f}\t{found.verdict}")
+    print(f"score: PerTh detector in [0, 1], watermarked at >= {THRESHOLD}", file=sys.stderr)
+    return 2 if failed else 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The web page to try a voice (Gradio), on --host:--port until interrupted."""
+    from dmospeech.ui.app import launch
+
+    try:
+        launch(args.params, args.model, host=args.host, port=args.port, watermark=not args.no_watermark)
+    except OSError as err:   # Gradio's "Cannot find empty port"
+        print(f"dmospeech ui: cannot serve on {args.host}:{args.port}: {err}; pick another --port", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -153,6 +212,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     except LineageError as err:
         print(f"dmospeech lineage: {err}", file=sys.stderr)
         return 2
+    if args.kind == "source" and Path(args.target).is_file():   # a file may be synthesised output, not a recording
+        from dmospeech.synthesis.watermark import file_verdict
+
+        result = {"query": result["query"], "watermark": file_verdict(args.target), **result}
     if args.json:
         print(dumps_strict(result, indent=1, default=str))
     else:
@@ -202,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmospeech", description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("profile", help="apply profiles/<name>.yaml to params.yaml (e.g. paper, dev)")
-    p.add_argument("profile")
+    p = sub.add_parser("profile", help="apply profiles/<name>.yaml to params.yaml (e.g. paper, dev; "
+                                       "several in order: paper paper_smoke)")
+    p.add_argument("profile", nargs="+")
     p.set_defaults(func=cmd_profile)
     q = sub.add_parser("quarantine", help="quarantined items: counts per stage and reason, or --list each one")
     q.add_argument("--list", action="store_true", help="each item with its path, reason and detail")
@@ -234,10 +298,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--decoder", choices=["codec", "fast"], default=None,
                    help="latents -> audio: the codec's own decoder or train_fast_decoder's (default: evaluate.decoder)")
+    s.add_argument("--runtime", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="onnx, onnx-int8: run a `dmospeech export` folder (--model) with onnxruntime")
     s.add_argument("--out", type=Path, help="output wav of one sentence")
     s.add_argument("--batch", type=Path, help="tab-separated list: text, prompt [, prompt_text, name, seed]")
     s.add_argument("--out-dir", type=Path, help="output folder of --batch (with batch_report.tsv)")
+    s.add_argument("--no-watermark", action="store_true", help="write the audio without the watermark")
     s.set_defaults(func=cmd_synthesize)
+    w = sub.add_parser("watermark", help="detect the synthesis watermark: `watermark detect FILE...`")
+    w.add_argument("action", choices=["detect"])
+    w.add_argument("files", nargs="+", metavar="FILE")
+    w.set_defaults(func=cmd_watermark)
+    u = sub.add_parser("ui", help="a web page to try a voice (Gradio; http://127.0.0.1:7860 by default)")
+    u.add_argument("--model", default="current", help="preselected model: current (the registry's), a model id, "
+                                                      "teacher, student or a training folder")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    u.add_argument("--port", type=int, default=7860)
+    u.add_argument("--no-watermark", action="store_true", help="write the page's audio without the watermark")
+    u.set_defaults(func=cmd_ui)
+    e = sub.add_parser("export", help="write the student as ONNX graphs for onnxruntime (--runtime onnx)")
+    e.add_argument("--format", choices=["onnx"], required=True)
+    e.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    e.add_argument("--model", default="student", help="student (distill_student's out_dir) or a checkpoint path")
+    e.add_argument("--decoder-checkpoint", default=None,
+                   help="fast decoder checkpoint or out_dir (default: train_fast_decoder's out_dir)")
+    e.add_argument("--int8", action="store_true", help="also write a dynamically quantised int8 denoiser "
+                   "(--runtime onnx-int8; check its quality first: benchmarks/int8_quality.py)")
+    e.set_defaults(func=cmd_export)
     return parser
 
 

@@ -135,8 +135,10 @@ def retrain_flow(root: str = ".", params_path: str = "params.yaml") -> dict:
     runs = pipeline_flow(str(root_path), order[split + 1:], params_path)
     result = RetrainResult("", len(changes.added), len(changes.removed), len(after - before), len(after & before),
                            archived, [name for run in runs for name in run["ran"]])
+    from dmospeech.synthesis.watermark import synthesis_record
+
     extra = {"data_fingerprint": changes.fingerprint, "added_files": result.added, "removed_files": result.removed,
-             "processed_files": result.processed}
+             "processed_files": result.processed, "synthesis_watermark": synthesis_record()}
     result.status, result.model_id, result.reason = gate_and_register(root_path, params, registry, extra)
     registry.write_last_run({"fingerprint": changes.fingerprint, "status": result.status, "model_id": result.model_id})
     get_run_logger().info(f"retrain: {result}")

@@ -11,7 +11,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "dmospeech"
 # dmospeech's components in pipeline order: a module may import its own component and earlier ones.
 COMPONENTS = ("config", "ops", "data", "codec", "teacher", "critics", "student", "synthesis", "evaluation",
-              "lineage")
+              "lineage", "ui")
 ROOT_INIT = Path(PACKAGE) / "__init__.py"   # run by every import of the package; imports no component
 TOP_MODULES = {Path(PACKAGE) / "cli.py"}    # the console script: may import every component
 

@@ -49,10 +49,22 @@ class FastDecoder(nn.Module):
         """vocos' ISTFTHead.forward with the same parameters and output, computed faster on CPU: the
         spectrum by torch.polar, the overlap-add by strided sums instead of `fold` (about a third of
         the decoding time here); tests check it against vocos' head."""
-        x = self.head.out(self.backbone(latents))  # (b, n, n_fft + 2): log-magnitudes, then phases
-        bins = x.shape[-1] // 2
-        spectrum = torch.polar(torch.exp(x[..., :bins]).clamp(max=1e2), x[..., bins:]).transpose(1, 2)
-        return istft_same(spectrum, self.head.istft.window, self.head.istft.hop_length)[:, None]
+        return self.waveform(self.spectral_frames(latents))
+
+    def spectral_frames(self, latents: torch.Tensor) -> torch.Tensor:
+        """The learned part: (b, c, n) -> (b, n, n_fft + 2), log-magnitudes, then phases."""
+        return self.head.out(self.backbone(latents))
+
+    def waveform(self, x: torch.Tensor) -> torch.Tensor:
+        """The fixed part: spectral frames (b, n, n_fft + 2) -> (b, 1, n * hop) by the inverse STFT."""
+        return frames_to_waveform(x, self.head.istft.window, self.head.istft.hop_length)
+
+
+def frames_to_waveform(x: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
+    """Spectral frames (b, n, n_fft + 2), log-magnitudes then phases -> (b, 1, n * hop) by the inverse STFT."""
+    bins = x.shape[-1] // 2
+    spectrum = torch.polar(torch.exp(x[..., :bins]).clamp(max=1e2), x[..., bins:]).transpose(1, 2)
+    return istft_same(spectrum, window, hop)[:, None]
 
 
 def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:

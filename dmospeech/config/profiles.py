@@ -77,18 +77,26 @@ def merge_round_trip(base, overlay) -> None:
         _push_following(base, key, following)
 
 
-def apply_profile(params_path: str | os.PathLike, profile_path: str | os.PathLike) -> str:
-    """The text of `params_path` with `profile_path` merged in (comments kept) and a header line naming
-    the profile; ConfigError if the round trip would change any value (the text is not written here)."""
+def apply_profile(params_path: str | os.PathLike, *profile_paths: str | os.PathLike) -> str:
+    """The text of `params_path` with each of `profile_paths` merged in, in order (a later overlay wins, so
+    `paper` then `paper_smoke` layers the smoke's caps on the paper's widths), comments kept, and a header
+    line naming the profiles; ConfigError if the round trip would change any value (the text is not
+    written here)."""
+    if not profile_paths:
+        raise ConfigError("apply_profile: name at least one profile")
     rt = _round_trip_yaml()
     with open(params_path, encoding="utf-8") as f:
         params = rt.load(f.read())
-    with open(profile_path, encoding="utf-8") as f:
-        merge_round_trip(params, rt.load(f.read()) or {})
+    expected = read_yaml(params_path)
+    for profile_path in profile_paths:
+        with open(profile_path, encoding="utf-8") as f:
+            merge_round_trip(params, rt.load(f.read()) or {})
+        expected = deep_merge(expected, read_yaml(profile_path))
     out = io.StringIO()
     rt.dump(params, out)
-    header = f"# params.yaml with profile {profile_path} applied by `dmospeech profile`\n"
+    names = ", ".join(str(p) for p in profile_paths)
+    header = f"# params.yaml with profile{'s' if len(profile_paths) > 1 else ''} {names} applied by `dmospeech profile`\n"
     text = out.getvalue() if out.getvalue().startswith(header) else header + out.getvalue()
-    if yaml.safe_load(text) != deep_merge(read_yaml(params_path), read_yaml(profile_path)):  # what load_params reads
-        raise ConfigError(f"the round trip of {params_path} with {profile_path} changed values")
+    if yaml.safe_load(text) != expected:  # what load_params reads
+        raise ConfigError(f"the round trip of {params_path} with {names} changed values")
     return text

@@ -36,6 +36,7 @@ from dmospeech.ops.checkpoint import (check_run_config, latest_checkpoint, load_
                                   read_state, save_checkpoint)
 from dmospeech.config import OptimizerConfig, TrainLoopConfig
 from dmospeech.ops.batching import LengthBucketSampler
+from dmospeech.ops.memory import borrowed_state, preflight
 from dmospeech.ops.runtime import (StopRequest, device, rank_and_world, rng_state, seed_everything, seeded, set_rng_state,
                                start_process_group)
 from dmospeech.ops.train_monitor import Monitor
@@ -67,13 +68,10 @@ class EMA:
 
     @contextmanager
     def swapped(self) -> Iterator[nn.Module]:
-        """The module with the EMA weights loaded; the training weights are restored bit-exactly after."""
-        backup = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
-        self.module.load_state_dict(self.shadow)
-        try:
-            yield self.module
-        finally:
-            self.module.load_state_dict(backup)
+        """The module with the EMA weights loaded; the training weights are restored bit-exactly after
+        (the module borrows the shadow tensors: no second copy of the model)."""
+        with borrowed_state(self.module, self.shadow) as module:
+            yield module
 
 
 @dataclass(eq=False)
@@ -225,7 +223,9 @@ def _setup(task: Task, loop: TrainLoopConfig) -> State:
     rank, world = rank_and_world()
     dev = device()
     seed_everything(loop.seed)
+    preflight(task, dev, loop.out_dir)  # ops/memory.py: stop before allocating what cannot fit
     parts = task.parts()
+    preflight(task, dev, loop.out_dir, parts)
     names = [p.name for p in parts]
     bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9_-]+", n)]
     if bad or len(set(names)) != len(names):

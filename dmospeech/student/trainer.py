@@ -23,6 +23,7 @@ from dmospeech.codec.latent_text import LatentTextDataset, collate_latent_text
 from dmospeech.config import DiffusionConfig, DistillStudentConfig
 from dmospeech.critics.asr import LatentASR
 from dmospeech.critics.speaker import LatentSpeakerVerifier
+from dmospeech.ops.memory import PartMemory, module_memory, on_meta
 from dmospeech.ops.runtime import device
 from dmospeech.ops.training import Part
 from dmospeech.student.discriminator import LatentDiscriminator
@@ -67,6 +68,17 @@ class StudentTask:
             cfg.pop(key)
         return {"task": "student", "model": asdict(self.teacher.cfg), "diffusion": asdict(self.diffusion), **cfg,
                 **self.extra_run_config}
+
+    def memory_plan(self) -> list[PartMemory]:
+        """What the run holds (dmospeech/ops/memory.py), counted on the meta device before `parts` builds G and
+        g_psi: the training loop stops the run before allocating them when they cannot fit."""
+        dit = on_meta(lambda: DiT(self.teacher.cfg))
+        disc = on_meta(lambda: LatentDiscriminator(self.cfg.discriminator, self.teacher.cfg.dim,
+                                                   self.teacher.cfg.decoder_layers))
+        return [module_memory("generator", dit, ema=True), module_memory("score", dit, ema=False),
+                module_memory("discriminator", disc, ema=False),
+                *(module_memory(name, net, ema=False, optimised=False)
+                  for name, net in (("teacher", self.teacher), ("asr_critic", self.asr), ("sv_critic", self.sv)))]
 
     def parts(self) -> list[Part]:
         if not self._parts:

@@ -73,37 +73,65 @@ class Prompt:
 class Synthesizer:
     """A trained teacher or student with what it was trained with (codec, latent stats, audio and text
     settings), all read from its checkpoint's run_config. A teacher samples with `sampler` (default:
-    the paper's 128 steps, w = 2); a student with its own distilled schedule."""
+    the paper's 128 steps, w = 2); a student with its own distilled schedule. `runtime` "onnx" or
+    "onnx-int8" runs a student exported by `dmospeech export --format onnx` (`checkpoint` is that
+    folder) with onnxruntime, the int8 one with its quantised denoiser; `threads`: intra-op threads
+    of either runtime (default: torch's, the physical cores)."""
 
     def __init__(self, checkpoint: str | Path, transcribe: Optional[Callable[[np.ndarray, int], str]] = None,
-                 decoder: str | Path | None = None, sampler: TeacherSamplerConfig = TeacherSamplerConfig()):
+                 decoder: str | Path | None = None, sampler: TeacherSamplerConfig = TeacherSamplerConfig(),
+                 runtime: str = "torch", threads: Optional[int] = None):
         from dmospeech.ops.checkpoint import read_run_config
         from dmospeech.codec.latents import LatentStats
-        from dmospeech.codec.model import Codec
         from dmospeech.data.text import Phonemizer, Vocabulary
+        from dmospeech.synthesis.onnx_runtime import RUNTIMES, default_threads
 
+        if runtime not in RUNTIMES:
+            raise SynthesisError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        self.runtime, self.threads = runtime, threads or default_threads()
         self.checkpoint = resolve_checkpoint(checkpoint)
         run = read_run_config(self.checkpoint)
         self.kind = run.get("task")
         if self.kind not in ("teacher", "student"):
             raise SynthesisError(f"{self.checkpoint} is a {self.kind!r} checkpoint, not a teacher or student")
-        self.net = DiT.from_checkpoint(self.checkpoint, "teacher" if self.kind == "teacher" else "generator")
         self.times = tuple(run.get("student_times", ()))
         self.sampler = sampler
         self.diffusion = DiffusionConfig.from_run_config(run["diffusion"])
         self.audio_cfg = from_dict(ResampleAudioConfig, run["resample_audio"], "resample_audio")
         text_cfg = from_dict(PhonemizeTextConfig, run["phonemize_text"], "phonemize_text")
-        self.codec = Codec.from_checkpoint(run["codec_checkpoint"]).eval()
+        if runtime == "torch":
+            torch.set_num_threads(self.threads)  # process-wide, as torch has it
+            self.net, self.codec = self.torch_models(run, decoder)
+        else:
+            self.net, self.codec = self.onnx_models(decoder, int8=runtime == "onnx-int8")
+        self.stats = LatentStats(**run["latent_stats"])
+        self.vocab, self.phonemizer = Vocabulary.load(text_cfg.vocab_path), Phonemizer(text_cfg)
+        self.transcribe = transcribe
+
+    def onnx_models(self, decoder: str | Path | None, int8: bool) -> tuple["OnnxStudent", "OnnxCodec"]:
+        from dmospeech.synthesis.onnx_runtime import OnnxCodec, OnnxStudent
+
+        if self.kind != "student":
+            raise SynthesisError(f"runtime {self.runtime} runs a student exported with `dmospeech export --format "
+                                 f"onnx`; {self.checkpoint} is a {self.kind} checkpoint")
+        if decoder is not None:
+            raise SynthesisError(f"runtime {self.runtime}: the export at {self.checkpoint} holds its fast decoder; "
+                                 "give no other decoder")
+        return (OnnxStudent(self.checkpoint, int8, self.threads), OnnxCodec(self.checkpoint, self.threads))
+
+    def torch_models(self, run: dict, decoder: str | Path | None) -> tuple[DiT, "Codec"]:
+        from dmospeech.codec.model import Codec
+
+        net = DiT.from_checkpoint(self.checkpoint, "teacher" if self.kind == "teacher" else "generator")
+        codec = Codec.from_checkpoint(run["codec_checkpoint"]).eval()
         if decoder is not None:
             try:
                 decoder = resolve_checkpoint(decoder)
             except FileNotFoundError:
                 raise SynthesisError(f"no decoder checkpoint at {decoder} (run `dvc repro train_fast_decoder`, or "
                                      f"decode with the codec's own decoder: --decoder codec)") from None
-            self.codec = same_encoder_codec(self.codec, decoder)
-        self.stats = LatentStats(**run["latent_stats"])
-        self.vocab, self.phonemizer = Vocabulary.load(text_cfg.vocab_path), Phonemizer(text_cfg)
-        self.transcribe = transcribe
+            codec = same_encoder_codec(codec, decoder)
+        return net, codec
 
     def phoneme_ids(self, text: str, what: str) -> list[int]:
         from dmospeech.data.text import UnpronounceableText, normalize_text, unpronounceable_characters
@@ -136,10 +164,12 @@ class Synthesizer:
             if self.transcribe is None:
                 raise SynthesisError("no prompt transcript given and no transcriber configured (pass --prompt-text)")
             prompt_text = self.transcribe(audio, self.audio_cfg.sample_rate)
-        latents = encode_audio(self.codec, [audio.astype(np.float32)], [str(path)], use_mean=True)[0]
+        audio = audio.astype(np.float32)
+        latents = (encode_audio(self.codec, [audio], [str(path)], use_mean=True)[0] if self.runtime == "torch"
+                   else self.codec.encode_mean(audio))
         return Prompt(normalize(latents, self.stats), self.phoneme_ids(prompt_text, "prompt transcript"), prompt_text)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def synthesize(self, text: str, prompt: Prompt, steps: Optional[int] = None, seconds: Optional[float] = None,
                    seed: Optional[int] = None) -> tuple[np.ndarray, int]:
         """The speech after the prompt, (t,) float32 at the codec's rate. `seconds` overrides the
@@ -171,4 +201,6 @@ class Synthesizer:
         if not 1 <= steps <= len(self.times):
             raise SynthesisError(f"the student was distilled for the {len(self.times)}-step schedule {self.times}; "
                                  f"--steps must be 1-{len(self.times)}, got {steps}")
+        if self.runtime != "torch":
+            return self.net.latents(ids, prompt, total, self.times[:steps], self.diffusion.shift, generator)
         return student_latents(self.net, ids, prompt, total, self.times[:steps], self.diffusion.shift, generator)

@@ -3,8 +3,11 @@
     from dmospeech.synthesis import TTS
     tts = TTS.from_pretrained("data/models/student")        # a training out_dir or a step_<n> folder
     waveform, sample_rate = tts.synthesize("Hello there.", "prompt.wav", prompt_text="What the prompt says.")
+    tts.save("out.wav", waveform, sample_rate)              # watermarked (watermark=False: unmarked)
     results = tts.synthesize_batch(read_batch_file("list.tsv"), "out/")
 
+Every file written (`save`, `synthesize_batch`) carries a watermark (meant to be inaudible) unless
+`watermark=False` (dmospeech.synthesis.watermark; `dmospeech watermark detect` finds it).
 A batch item that fails (unreadable prompt, unpronounceable text, too long...) is reported in its
 `BatchResult` and the batch goes on.
 """
@@ -19,7 +22,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from dmospeech.config import TeacherSamplerConfig
-from dmospeech.synthesis.synthesizer import Prompt, SynthesisError, Synthesizer
+from dmospeech.synthesis.synthesizer import Prompt, Synthesizer
 
 BATCH_COLUMNS = ("text", "prompt", "prompt_text", "name", "seed")  # text and prompt are required
 
@@ -40,6 +43,7 @@ class BatchResult:
     seconds: float                   # length of the generated speech
     wall_seconds: float
     error: Optional[str] = None
+    watermarked: bool = False        # the written file carries the watermark
 
 
 def read_batch_file(path: str | Path) -> list[BatchItem]:
@@ -73,14 +77,16 @@ class TTS:
 
     @classmethod
     def from_pretrained(cls, path_or_dir: str | Path, transcriber=None, decoder: str | Path | None = None,
-                        sampler: TeacherSamplerConfig = TeacherSamplerConfig()) -> "TTS":
+                        sampler: TeacherSamplerConfig = TeacherSamplerConfig(), runtime: str = "torch",
+                        threads: Optional[int] = None) -> "TTS":
         """Load a checkpoint (step_<n> folder) or the newest one of a training out_dir. Prompts given
         without a transcript are transcribed by `transcriber` (audio, sample_rate) -> text, by
         default the packaged faster-whisper base model (loaded on first use). `decoder`: a
         train_fast_decoder checkpoint or out_dir that decodes the latents instead of the codec's
         own decoder (it must have been fitted to the model's codec). `sampler`: a teacher's steps and
-        guidance scale (a student samples its distilled schedule)."""
-        return cls(Synthesizer(path_or_dir, transcriber or _LazyTranscriber(), decoder, sampler))
+        guidance scale (a student samples its distilled schedule). `runtime="onnx"` (or "onnx-int8"):
+        `path_or_dir` is a `dmospeech export --format onnx` folder, run with onnxruntime."""
+        return cls(Synthesizer(path_or_dir, transcriber or _LazyTranscriber(), decoder, sampler, runtime, threads))
 
     @property
     def sample_rate(self) -> int:
@@ -102,12 +108,17 @@ class TTS:
         ref = prompt if isinstance(prompt, Prompt) else self.prompt(prompt, prompt_text)
         return self.synthesizer.synthesize(text, ref, steps=steps, seconds=seconds, seed=seed)
 
-    def synthesize_batch(self, items: Sequence[BatchItem], out_dir: str | Path, steps: Optional[int] = None,
-                         progress: bool = True) -> list[BatchResult]:
-        """Synthesise every item into `out_dir/<name>.wav`; failures are kept as results with an error."""
-        from rich.progress import Progress
+    def save(self, path: str | Path, audio: np.ndarray, sample_rate: int, watermark: bool = True) -> Path:
+        """Write synthesised audio (16-bit, atomically), watermarked unless `watermark` is False."""
+        from dmospeech.synthesis.watermark import write_speech
 
-        from dmospeech.ops.audio import write_audio_atomic
+        return write_speech(path, audio, sample_rate, watermark)
+
+    def synthesize_batch(self, items: Sequence[BatchItem], out_dir: str | Path, steps: Optional[int] = None,
+                         progress: bool = True, watermark: bool = True) -> list[BatchResult]:
+        """Synthesise every item into `out_dir/<name>.wav` (watermarked unless `watermark` is False);
+        failures are kept as results with an error."""
+        from rich.progress import Progress
 
         out_dir = Path(out_dir)
         results = []
@@ -117,9 +128,10 @@ class TTS:
                 start = time.perf_counter()
                 try:
                     audio, rate = self.synthesize(item.text, item.prompt, item.prompt_text, steps, item.seed)
-                    path = write_audio_atomic(out_dir / f"{item.name}.wav", audio, rate, subtype="PCM_16")
-                    results.append(BatchResult(item, Path(path), len(audio) / rate, time.perf_counter() - start))
-                except SynthesisError as err:
+                    path = self.save(out_dir / f"{item.name}.wav", audio, rate, watermark)
+                    results.append(BatchResult(item, path, len(audio) / rate, time.perf_counter() - start,
+                                               watermarked=watermark))
+                except ValueError as err:  # SynthesisError, or audio too short to watermark
                     results.append(BatchResult(item, None, 0.0, time.perf_counter() - start, str(err)))
                 bar.advance(task)
         return results
@@ -140,11 +152,13 @@ class _LazyTranscriber:
 
 
 def write_batch_report(results: Iterable[BatchResult], path: str | Path) -> Path:
-    """One row per item: name, status, output, seconds, wall seconds, error (tab-separated, atomically)."""
+    """One row per item: name, status, output, watermarked, seconds, wall seconds, error (tab-separated,
+    atomically)."""
     from dmospeech.ops.atomic import write_text_atomic
 
-    lines = ["name\tstatus\toutput\tseconds\twall_seconds\terror"]
+    lines = ["name\tstatus\toutput\twatermarked\tseconds\twall_seconds\terror"]
     for r in results:
         lines.append("\t".join([r.item.name or "", "ok" if r.error is None else "failed", str(r.path or ""),
-                                f"{r.seconds:.3f}", f"{r.wall_seconds:.3f}", (r.error or "").replace("\t", " ")]))
+                                "yes" if r.watermarked else "no", f"{r.seconds:.3f}", f"{r.wall_seconds:.3f}",
+                                (r.error or "").replace("\t", " ")]))
     return write_text_atomic(path, "\n".join(lines) + "\n")

@@ -8,6 +8,7 @@ Masks are bool and True on real (or prompt) positions.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -51,12 +52,18 @@ class Attention(nn.Module):
         self.kv = nn.Linear(dim, 2 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, m, d) -> keys, values, each (b, h, m, d/h)."""
+        k, v = self.kv(context).view(context.shape[0], context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
+        return k, v
+
+    def forward(self, x: torch.Tensor, key_mask: Optional[torch.Tensor], context: Optional[torch.Tensor] = None,
+                kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+        """`kv`: keys and values of `context` computed beforehand; `key_mask` None: every key is real."""
         b, n, d = x.shape
-        context = x if context is None else context
         q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)                      # (b, h, n, d/h)
-        k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :])
+        k, v = self.keys_values(x if context is None else context) if kv is None else kv
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if key_mask is None else key_mask[:, None, None, :])
         return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 
@@ -90,17 +97,28 @@ class DecoderLayer(nn.Module):
         nn.init.zeros_(self.modulation.weight)
         nn.init.zeros_(self.modulation.bias)
 
-    def forward(self, x: torch.Tensor, time: torch.Tensor, latent_mask: torch.Tensor, text: torch.Tensor,
-                text_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, time: torch.Tensor, latent_mask: Optional[torch.Tensor],
+                text_kv: tuple[torch.Tensor, torch.Tensor], text_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """x (b, n, d), time (b, d); text_kv: `cross_attn.keys_values(text)`, computed once per sentence."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(time))[:, None].chunk(6, dim=-1)
         x = x + gate1 * self.self_attn(self.norm_self(x) * (1 + scale1) + shift1, latent_mask)
-        x = x + self.cross_attn(self.norm_cross(x), text_mask, context=text)
+        x = x + self.cross_attn(self.norm_cross(x), text_mask, kv=text_kv)
         return x + gate2 * self.ff(self.norm_ff(x) * (1 + scale2) + shift2)
+
+
+@dataclass
+class StepContext:
+    """What `decode` computes from the sentence alone, the same at every diffusion step (`DiT.step_context`)."""
+    prompt: torch.Tensor                              # (b, n, d) prompt embedding of m
+    positions: torch.Tensor                           # (n, d) sinusoidal frame positions
+    text_kv: list[tuple[torch.Tensor, torch.Tensor]]  # per decoder layer: cross-attention keys, values (b, h, nt, d/h)
+    text_mask: Optional[torch.Tensor]                 # (b, nt); None: every key is real
+    latent_mask: Optional[torch.Tensor]               # (b, n); None: every frame is real
 
 
 class DiT(nn.Module):
     """f_phi(x_t; c, m, t) -> v. `encode_text` runs once per sentence (and once for the null text);
-    `decode` runs once per diffusion step."""
+    `decode` runs once per diffusion step, or `decode_step` on a `step_context` built once per sentence."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -155,17 +173,36 @@ class DiT(nn.Module):
         return (self.null_text.expand(batch, 1, -1).to(device),
                 torch.ones(batch, 1, dtype=torch.bool, device=device))
 
+    def text_keys_values(self, text: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each decoder layer's cross-attention keys and values of the text (b, nt, d), each (b, h, nt, d/h)."""
+        return [layer.cross_attn.keys_values(text) for layer in self.decoder]
+
+    def step_context(self, text_kv: list[tuple[torch.Tensor, torch.Tensor]], text_mask: Optional[torch.Tensor],
+                     prompt_mask: torch.Tensor, latent_mask: Optional[torch.Tensor],
+                     drop_full_masks: bool = False) -> StepContext:
+        """decode's step-independent inputs from `text_keys_values(text)`, masks (b, nt), (b, n), (b, n)
+        (None: all True). With `drop_full_masks`, a mask that is True everywhere becomes None."""
+        n = prompt_mask.shape[1]
+        full = lambda mask: None if mask is None or (drop_full_masks and bool(mask.all())) else mask  # noqa: E731
+        return StepContext(self.prompt_embedding(prompt_mask.long()),
+                           sinusoidal(torch.arange(n, device=prompt_mask.device), self.cfg.dim), text_kv,
+                           full(text_mask), full(latent_mask))
+
     def decode(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                prompt_mask: torch.Tensor, latent_mask: torch.Tensor, return_hidden: bool = False
                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
         """v for x_t (b, n, c) at t (b,); with `return_hidden`, also each decoder layer's output (b, n, d)."""
-        n = x_t.shape[1]
+        ctx = self.step_context(self.text_keys_values(text), text_mask, prompt_mask, latent_mask)
+        return self.decode_step(x_t, t, ctx, return_hidden)
+
+    def decode_step(self, x_t: torch.Tensor, t: torch.Tensor, ctx: StepContext, return_hidden: bool = False
+                    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """`decode` with its sentence-level part `ctx` computed beforehand."""
         time = self.time_mlp(sinusoidal(t * 1000.0, self.cfg.dim))                          # (b, d)
-        x = (self.latent_in(x_t) + self.prompt_embedding(prompt_mask.long())
-             + sinusoidal(torch.arange(n, device=x_t.device), self.cfg.dim))
+        x = self.latent_in(x_t) + ctx.prompt + ctx.positions
         hidden = []
-        for layer in self.decoder:
-            x = layer(x, time, latent_mask, text, text_mask)
+        for layer, text_kv in zip(self.decoder, ctx.text_kv):
+            x = layer(x, time, ctx.latent_mask, text_kv, ctx.text_mask)
             hidden.append(x)
         shift, scale = self.out_modulation(F.silu(time))[:, None].chunk(2, dim=-1)
         v = self.latent_out(self.out_norm(x) * (1 + scale) + shift)

@@ -93,21 +93,23 @@ def sample_student(x0_fn: XFunction, noise: torch.Tensor, prompt: torch.Tensor, 
 
 
 def guided_v_function(net: DiT, text: torch.Tensor, text_mask: torch.Tensor, prompt_mask: torch.Tensor,
-                      latent_mask: torch.Tensor, scale: float) -> VFunction:
+                      latent_mask: torch.Tensor, scale: float, drop_full_masks: bool = False) -> VFunction:
     """The network as v(x_t, t) with classifier-free guidance, eq. 27: conditional and null-text
-    branches in one batch (the prompt latents and mask are kept in both)."""
+    branches in one batch (the prompt latents and mask are kept in both), their step-independent
+    inputs (`DiT.step_context`, `drop_full_masks` passed on) computed once."""
     if scale == 0:
-        return lambda x, t: net.decode(x, t, text, text_mask, prompt_mask, latent_mask)
+        ctx = net.step_context(net.text_keys_values(text), text_mask, prompt_mask, latent_mask, drop_full_masks)
+        return lambda x, t: net.decode_step(x, t, ctx)
     b, nt = text_mask.shape
     null, _ = net.null_condition(b, text.device)
     both_text = torch.cat([text, null.to(text.dtype).expand(b, nt, -1)])
     first = (torch.arange(nt, device=text.device) == 0).expand(b, nt)
     both_mask = torch.cat([text_mask, first])
-    prompt2, latent2 = torch.cat([prompt_mask, prompt_mask]), torch.cat([latent_mask, latent_mask])
+    ctx = net.step_context(net.text_keys_values(both_text), both_mask, torch.cat([prompt_mask, prompt_mask]),
+                           torch.cat([latent_mask, latent_mask]), drop_full_masks)
 
     def v_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cond, uncond = net.decode(torch.cat([x, x]), torch.cat([t, t]), both_text, both_mask, prompt2,
-                                  latent2).chunk(2)
+        cond, uncond = net.decode_step(torch.cat([x, x]), torch.cat([t, t]), ctx).chunk(2)
         return guided_velocity(cond, uncond, scale)
     return v_fn
 
@@ -123,39 +125,49 @@ class SentenceInputs:
     noise: torch.Tensor         # (1, n, c)
 
 
-def sentence_inputs(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int,
-                    generator: Optional[torch.Generator]) -> SentenceInputs:
-    """Phonemes (nt,) and normalised prompt latents (np, c) -> the sampler's inputs for `total_frames`."""
-    device = next(net.parameters()).device
+def prompt_layout(prompt: torch.Tensor, total_frames: int, device: torch.device | str = "cpu"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised prompt latents (np, c) placed first in `total_frames` -> (prompt (1, n, c) zero after it,
+    prompt_mask (1, n))."""
     n_prompt, channels = prompt.shape
     if total_frames <= n_prompt:
         raise ValueError(f"total length {total_frames} frames leaves nothing to generate after a "
                          f"{n_prompt}-frame prompt")
-    net.check_lengths(total_frames, len(phonemes))
     prompt_full = torch.zeros(1, total_frames, channels, device=device)
     prompt_full[0, :n_prompt] = prompt.to(device)
+    return prompt_full, (torch.arange(total_frames, device=device) < n_prompt)[None]
+
+
+def sentence_inputs(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int,
+                    generator: Optional[torch.Generator]) -> SentenceInputs:
+    """Phonemes (nt,) and normalised prompt latents (np, c) -> the sampler's inputs for `total_frames`."""
+    device = next(net.parameters()).device
+    prompt_full, prompt_mask = prompt_layout(prompt, total_frames, device)
+    net.check_lengths(total_frames, len(phonemes))
     ids = phonemes.to(device)[None]
     text, text_mask = net.encode_text(ids, torch.ones_like(ids, dtype=torch.bool))
-    return SentenceInputs(prompt_full, (torch.arange(total_frames, device=device) < n_prompt)[None],
-                          torch.ones(1, total_frames, dtype=torch.bool, device=device), text, text_mask,
-                          torch.randn(1, total_frames, channels, generator=generator).to(device))
+    return SentenceInputs(prompt_full, prompt_mask, torch.ones(1, total_frames, dtype=torch.bool, device=device),
+                          text, text_mask, torch.randn(prompt_full.shape, generator=generator).to(device))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def teacher_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int, shift: float,
                     sampler: TeacherSamplerConfig, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One sentence with the teacher: `sampler.steps` steps of eq. 28 with guidance `sampler.cfg_scale`
     (eq. 27). Phonemes (nt,), normalised prompt latents (np, c) placed first -> (total_frames, c)."""
     s = sentence_inputs(net, phonemes, prompt, total_frames, generator)
-    v_fn = guided_v_function(net, s.text, s.text_mask, s.prompt_mask, s.latent_mask, sampler.cfg_scale)
+    v_fn = guided_v_function(net, s.text, s.text_mask, s.prompt_mask, s.latent_mask, sampler.cfg_scale,
+                             drop_full_masks=True)
     return sample_ddpm(x0_function(v_fn, shift), s.noise, s.prompt, s.prompt_mask, ddpm_times(sampler.steps), shift,
                        generator)[0]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def student_latents(net: DiT, phonemes: torch.Tensor, prompt: torch.Tensor, total_frames: int,
                     times: Sequence[float], shift: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """One sentence with the distilled student, algorithm 1 over `times`: (np, c) prompt -> (total_frames, c)."""
+    """One sentence with the distilled student, algorithm 1 over `times`: (np, c) prompt -> (total_frames, c).
+    The text encoder, prompt embedding, positions and cross-attention keys run once (`DiT.step_context`)."""
     s = sentence_inputs(net, phonemes, prompt, total_frames, generator)
-    x0_fn = x0_function(lambda x, t: net.decode(x, t, s.text, s.text_mask, s.prompt_mask, s.latent_mask), shift)
+    ctx = net.step_context(net.text_keys_values(s.text), s.text_mask, s.prompt_mask, s.latent_mask, drop_full_masks=True)
+    x0_fn = x0_function(lambda x, t: net.decode_step(x, t, ctx), shift)
     return sample_student(x0_fn, s.noise, s.prompt, s.prompt_mask, times, shift, generator)[0]

@@ -64,7 +64,21 @@ def test_unknown_profile_leaves_params_alone(project, capsys):
     params = project / "params.yaml"
     original = params.read_text()
     assert main(["--params", str(params), "profile", "nope"]) == 2
-    assert "available: ['dev', 'paper']" in capsys.readouterr().err and params.read_text() == original
+    assert "available: ['dev', 'paper', 'paper_smoke']" in capsys.readouterr().err and params.read_text() == original
+
+
+def test_profiles_layer_in_order(project):
+    """`profile paper paper_smoke`: the smoke's caps over the paper's widths, as applying them one by one."""
+    params = project / "params.yaml"
+    expected = deep_merge(deep_merge(read_yaml(params), read_yaml(project / "profiles" / "paper.yaml")),
+                          read_yaml(project / "profiles" / "paper_smoke.yaml"))
+    assert main(["--params", str(params), "profile", "paper", "paper_smoke"]) == 0
+    assert read_yaml(params) == expected
+    assert params.read_text().startswith("# params.yaml with profiles profiles/paper.yaml, profiles/paper_smoke.yaml "
+                                         "applied by `dmospeech profile`\n")
+    merged = load_params(params)
+    assert merged.train_teacher.model.dim == 1024 and merged.train_teacher.loop.max_steps == 2   # paper width, capped
+    assert merged.train_codec.model.decoder_dim == 1536 and merged.distill_student.loop.max_steps == 2
 
 
 def test_round_trip_merge_moves_comments_with_their_keys():
