@@ -89,33 +89,11 @@ def model_dir(name: str, params_path: str) -> Path:
     return Path(name)
 
 
-def load_tts(model: Path, transcriber, params, decoder: str | None, sampler: TeacherSamplerConfig,
-             runtime: str = "torch"):
-    """The model with the decoder asked for. Without --decoder, params' evaluate.decoder is used when
-    it can decode this model (the fast decoder exists and was fitted to its codec), else the codec's
-    own decoder, with a note on stderr. An ONNX export (runtime onnx, onnx-int8) holds its decoder."""
-    from dmospeech.synthesis.synthesizer import SynthesisError
-    from dmospeech.synthesis.tts import TTS
-
-    if runtime != "torch":
-        if decoder is not None:
-            raise SynthesisError(f"--decoder does not apply to --runtime {runtime}: the export holds its fast decoder")
-        return TTS.from_pretrained(model, transcriber, sampler=sampler, runtime=runtime)
-    fast_dir = params.decoder_checkpoint_dir(decoder)
-    try:
-        return TTS.from_pretrained(model, transcriber, fast_dir, sampler)
-    except SynthesisError as err:
-        if decoder is not None or fast_dir is None:
-            raise
-        print(f"note: {err}; decoding with the model's own codec decoder", file=sys.stderr)
-        return TTS.from_pretrained(model, transcriber, sampler=sampler)
-
-
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """One sentence (--text, --prompt -> --out) or a batch list (--batch list.tsv -> --out-dir), watermarked
     unless --no-watermark."""
     from dmospeech.synthesis.synthesizer import SynthesisError
-    from dmospeech.synthesis.tts import read_batch_file, write_batch_report
+    from dmospeech.synthesis.tts import load_tts, read_batch_file, write_batch_report
 
     if args.batch is None and (args.text is None or args.prompt is None or args.out is None):
         print("dmospeech synthesize: give --text, --prompt and --out, or --batch LIST.tsv --out-dir DIR", file=sys.stderr)
@@ -131,7 +109,9 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         transcriber = _Lazy(lambda: Transcriber(params.segment_audio))
     try:
         sampler = TeacherSamplerConfig(cfg_scale=args.cfg_scale)
-        tts = load_tts(model_dir(args.model, args.params), transcriber, params, args.decoder, sampler, args.runtime)
+        tts, note = load_tts(model_dir(args.model, args.params), params, args.decoder, transcriber, sampler, args.runtime)
+        if note:
+            print(note, file=sys.stderr)
         if args.batch is not None:
             results = tts.synthesize_batch(read_batch_file(args.batch), args.out_dir, steps=args.steps,
                                            watermark=not args.no_watermark)

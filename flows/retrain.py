@@ -28,6 +28,7 @@ from prefect.cache_policies import NO_CACHE
 
 from dmospeech.config import Params, load_params
 from dmospeech.data.changes import source_changes
+from dmospeech.synthesis.watermark import synthesis_record
 from dmospeech.lineage.records import checkpoint_dirs, lineage_attachment
 from dmospeech.lineage.registry import Registry, apply_gate, tree_sha256
 from dmospeech.ops.atomic import dumps_strict
@@ -135,8 +136,6 @@ def retrain_flow(root: str = ".", params_path: str = "params.yaml") -> dict:
     runs = pipeline_flow(str(root_path), order[split + 1:], params_path)
     result = RetrainResult("", len(changes.added), len(changes.removed), len(after - before), len(after & before),
                            archived, [name for run in runs for name in run["ran"]])
-    from dmospeech.synthesis.watermark import synthesis_record
-
     extra = {"data_fingerprint": changes.fingerprint, "added_files": result.added, "removed_files": result.removed,
              "processed_files": result.processed, "synthesis_watermark": synthesis_record()}
     result.status, result.model_id, result.reason = gate_and_register(root_path, params, registry, extra)

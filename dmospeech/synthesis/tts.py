@@ -21,8 +21,8 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from dmospeech.config import TeacherSamplerConfig
-from dmospeech.synthesis.synthesizer import Prompt, Synthesizer
+from dmospeech.config import Params, TeacherSamplerConfig
+from dmospeech.synthesis.synthesizer import Prompt, SynthesisError, Synthesizer
 
 BATCH_COLUMNS = ("text", "prompt", "prompt_text", "name", "seed")  # text and prompt are required
 
@@ -135,6 +135,25 @@ class TTS:
                     results.append(BatchResult(item, None, 0.0, time.perf_counter() - start, str(err)))
                 bar.advance(task)
         return results
+
+
+def load_tts(model: str | Path, params: Params, decoder: str | None = None, transcriber=None,
+             sampler: TeacherSamplerConfig = TeacherSamplerConfig(), runtime: str = "torch") -> tuple[TTS, str]:
+    """The model with the decoder asked for, and a note (empty when nothing needs saying). Without
+    `decoder`, params' evaluate.decoder is used when it can decode this model (the fast decoder exists
+    and was fitted to its codec), else the codec's own decoder, which the note says. An ONNX export
+    (runtime onnx, onnx-int8) holds its decoder."""
+    if runtime != "torch":
+        if decoder is not None:
+            raise SynthesisError(f"--decoder does not apply to --runtime {runtime}: the export holds its fast decoder")
+        return TTS.from_pretrained(model, transcriber, sampler=sampler, runtime=runtime), ""
+    fast_dir = params.decoder_checkpoint_dir(decoder)
+    try:
+        return TTS.from_pretrained(model, transcriber, fast_dir, sampler), ""
+    except SynthesisError as err:
+        if decoder is not None or fast_dir is None:
+            raise
+        return TTS.from_pretrained(model, transcriber, sampler=sampler), f"note: {err}; decoding with the model's own codec decoder"
 
 
 class _LazyTranscriber:

@@ -18,8 +18,7 @@ import numpy as np
 from dmospeech.config import Params
 from dmospeech.lineage.registry import Registry, RegistryError
 from dmospeech.ops.audio import AudioError, decode_audio, to_mono
-from dmospeech.synthesis.synthesizer import SynthesisError
-from dmospeech.synthesis.tts import TTS, read_batch_file, write_batch_report
+from dmospeech.synthesis.tts import TTS, load_tts, read_batch_file, write_batch_report
 
 DECODERS = ("default", "codec", "fast")   # default: params' evaluate.decoder when it fits the model
 
@@ -114,15 +113,8 @@ class Voices:
             raise UIError(str(err)) from None
         if self._loaded is None or self._loaded[0] != key:
             self._loaded = None                      # free the previous model first
-            fast = self.params.decoder_checkpoint_dir(None if decoder == "default" else decoder)
-            note = ""
             try:
-                tts = TTS.from_pretrained(key[0], decoder=fast)
-            except SynthesisError as err:
-                if decoder != "default" or fast is None:
-                    raise
-                note = f"note: {err}; decoding with the model's own codec decoder"
-                tts = TTS.from_pretrained(key[0])
+                tts, note = load_tts(key[0], self.params, None if decoder == "default" else decoder)
             except FileNotFoundError as err:
                 raise UIError(str(err)) from None
             self._loaded = (key, tts, note)
