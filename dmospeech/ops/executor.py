@@ -173,6 +173,7 @@ class Executor:
         from distributed import KilledWorker, as_completed
 
         per_shard: dict[int, list[Any]] = {}
+        suspects: list[int] = []
         futures = {self.client.submit(run_shard, fn, shard, *args, resources=resources, pure=False): i
                    for i, shard in enumerate(shards)}
         for future in as_completed(futures, loop=self.client.loop):
@@ -181,24 +182,40 @@ class Executor:
                 per_shard[i], pid = future.result()
                 self.worker_pids.add(pid)
             except KilledWorker:
-                per_shard[i] = self._items_alone(fn, shards[i], args, resources)
+                suspects.append(i)  # judged after the others finish: a crash also blames its neighbours
+                continue
+            if progress:
+                progress(len(shards[i]))
+        for i in suspects:
+            per_shard[i] = self._items_alone(fn, shards[i], args, resources)
             if progress:
                 progress(len(shards[i]))
         return [result for i in range(len(shards)) for result in per_shard[i]]
 
     def _items_alone(self, fn: Callable, shard: list[Any], args: tuple, resources: Optional[dict]) -> list[Any]:
-        """A shard that killed its workers, one item per task: the culprits become WorkerCrash."""
+        """A shard that killed its workers, one item per task; an item whose task dies is run again
+        with nothing else in flight (a task queued on a worker that another item kills is blamed for
+        its death too), and only an item that still kills its worker becomes a WorkerCrash."""
         from distributed import KilledWorker
 
-        futures = [self.client.submit(run_shard, fn, [item], *args, resources=resources, pure=False)
-                   for item in shard]
-        results = []
-        for item, future in zip(shard, futures):
-            try:
-                out, pid = future.result()
-                self.worker_pids.add(pid)
-                results += out
-            except KilledWorker as err:
-                results.append(WorkerCrash(f"the worker process died each time it ran this item "
-                                           f"({self.cfg.allowed_failures + 1} tries): {err}"))
+        def run(items: list[Any]) -> list[Any]:
+            futures = [self.client.submit(run_shard, fn, [item], *args, resources=resources, pure=False)
+                       for item in items]
+            results: list[Any] = []
+            for future in futures:
+                try:
+                    out, pid = future.result()
+                    self.worker_pids.add(pid)
+                    results += out
+                except KilledWorker as err:
+                    results.append(err)
+            return results
+
+        results = run(shard)
+        for k, item in enumerate(shard):
+            if isinstance(results[k], KilledWorker):
+                [alone] = run([item])
+                results[k] = alone if not isinstance(alone, KilledWorker) else WorkerCrash(
+                    f"the worker process died each time it ran this item "
+                    f"({self.cfg.allowed_failures + 1} tries alone): {alone}")
         return results
