@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 
+from dmospeech import wait_actively_for_synthesis
 from dmospeech.config import ConfigError, TeacherSamplerConfig, load_params
 from dmospeech.config.profiles import apply_profile
 from dmospeech.ops.atomic import dumps_strict, write_text_atomic
@@ -92,6 +93,7 @@ def model_dir(name: str, params_path: str) -> Path:
 def cmd_synthesize(args: argparse.Namespace) -> int:
     """One sentence (--text, --prompt -> --out) or a batch list (--batch list.tsv -> --out-dir), watermarked
     unless --no-watermark."""
+    wait_actively_for_synthesis()
     from dmospeech.synthesis.synthesizer import SynthesisError
     from dmospeech.synthesis.tts import load_tts, read_batch_file, write_batch_report
 
@@ -169,6 +171,7 @@ def cmd_watermark(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """The web page to try a voice (Gradio), on --host:--port until interrupted."""
+    wait_actively_for_synthesis()
     from dmospeech.ui.app import launch
 
     try:

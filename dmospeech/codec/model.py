@@ -47,8 +47,8 @@ class FastDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """vocos' ISTFTHead.forward with the same parameters and output, computed faster on CPU: the
-        spectrum by torch.polar, the overlap-add by strided sums instead of `fold` (about a third of
-        the decoding time here); tests check it against vocos' head."""
+        spectrum from cos and sin of the phase, the overlap-add by strided sums instead of `fold`
+        (about a third of the decoding time here); tests check it against vocos' head."""
         return self.waveform(self.spectral_frames(latents))
 
     def spectral_frames(self, latents: torch.Tensor) -> torch.Tensor:
@@ -63,8 +63,9 @@ class FastDecoder(nn.Module):
 def frames_to_waveform(x: torch.Tensor, window: torch.Tensor, hop: int) -> torch.Tensor:
     """Spectral frames (b, n, n_fft + 2), log-magnitudes then phases -> (b, 1, n * hop) by the inverse STFT."""
     bins = x.shape[-1] // 2
-    spectrum = torch.polar(torch.exp(x[..., :bins]).clamp(max=1e2), x[..., bins:]).transpose(1, 2)
-    return istft_same(spectrum, window, hop)[:, None]
+    magnitude, phase = torch.exp(x[..., :bins]).clamp(max=1e2), x[..., bins:]
+    spectrum = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))  # torch.polar: 2x slower on CPU
+    return istft_same(spectrum.transpose(1, 2), window, hop)[:, None]
 
 
 def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:

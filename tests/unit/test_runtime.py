@@ -1,4 +1,5 @@
-"""cached_by_rank_zero: rank 0 loads (or learns it must build), the other ranks wait for its cache."""
+"""cached_by_rank_zero: rank 0 loads (or learns it must build), the other ranks wait for its cache; the
+OpenMP wait policy the synthesis commands leave to libgomp."""
 from __future__ import annotations
 
 import pytest
@@ -19,3 +20,30 @@ def test_other_ranks_wait_until_rank_zero_wrote_it(monkeypatch):
     assert cached_by_rank_zero(lambda: next(written), "the cache") == {"ok": 1}
     with pytest.raises(TimeoutError, match="rank 1: rank 0 did not write the cache"):
         cached_by_rank_zero(lambda: None, "the cache", timeout_s=0.0)
+
+
+POLICY_AT_TORCH_LOAD = """
+import os, sys
+from dmospeech.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+import torch
+print("policy", os.environ.get("OMP_WAIT_POLICY", "default"))
+"""
+
+
+@pytest.mark.parametrize("argv, given, expected", [
+    (["synthesize"], None, "default"),             # synthesis: libgomp's spin-then-sleep
+    (["synthesize"], "PASSIVE", "PASSIVE"),        # what the user sets wins
+    (["quarantine", "--help"], None, "PASSIVE"),   # everything else waits passively
+])
+def test_synthesis_commands_leave_openmp_its_default_wait_policy(argv, given, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+    out = subprocess.run([sys.executable, "-c", POLICY_AT_TORCH_LOAD, *argv], capture_output=True, text=True, env=env)
+    assert f"policy {expected}" in out.stdout, out.stderr[-2000:]
