@@ -19,7 +19,7 @@ from benchmarks.data_pipeline import compare_outputs, dev_sources, run_data_half
 from dmospeech.config import load_params
 from dmospeech.data.manifest import Lineage
 from dmospeech.data.resample import resample_corpus
-from dmospeech.ops.executor import Executor
+from dmospeech.ops.executor import Executor, WorkerCrash
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.timeout(600)
@@ -135,3 +135,47 @@ def test_a_file_that_kills_its_worker_is_quarantined_and_the_stage_completes(dev
     assert quarantine[["item_id", "reason"]].values.tolist() == [["c" * 16, "worker_crash"]]  # or duplicated
     assert "died" in quarantine.detail[0] and len(flacs) == 5
 
+
+
+
+
+class BlamingClient:
+    """A stand-in Dask client: a task holding a "crash" item dies with KilledWorker, and so does every
+    task in flight beside it (Dask blames the tasks queued on a worker that dies); a task alone runs.
+    Tasks submitted before any result is asked for are in flight together."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+        self.asked = True
+
+    def submit(self, fn, function, shard, *args, **kwargs):
+        from types import SimpleNamespace
+
+        from distributed import KilledWorker
+
+        if self.asked:
+            self.batches.append([])
+            self.asked = False
+        batch = self.batches[-1]
+        batch.append(shard)
+        client = self
+
+        class Future:
+            def result(self):
+                client.asked = True
+                if any("crash" in str(item) for queued in batch for item in queued):
+                    raise KilledWorker(f"run_shard {shard}", SimpleNamespace(address="tcp://worker-0"), 1)
+                return fn(function, shard, *args)
+        return Future()
+
+
+def shout(shard):
+    return [str(item).upper() for item in shard]
+
+
+def test_an_item_blamed_for_a_crash_beside_it_is_rerun_alone_not_quarantined():
+    ex = Executor(compute())
+    ex.client = BlamingClient()
+    results = ex._items_alone(shout, ["a", "crash", "b"], (), None)
+    assert results[0] == "A" and results[2] == "B"
+    assert isinstance(results[1], WorkerCrash) and "tries alone" in results[1].detail
