@@ -107,8 +107,14 @@ def ends_in_pause(audio: np.ndarray, pause_s: float) -> bool:
 
 
 def flagged(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, end_only: bool, segmenter: Segmenter | None) -> bool:
+    return flag_reason(audio, text, cfg, end_only, segmenter) is not None
+
+
+def flag_reason(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, end_only: bool,
+                segmenter: Segmenter | None) -> str | None:
+    """Why `segment_utterance` flags the clip (start or end; with `end_only`, the end), None if it does not."""
     piece = segment_utterance(audio, SR, text, cfg, None if segmenter is None else (lambda: segmenter))
-    return piece.cutoff_end or (not end_only and piece.cutoff_start)
+    return piece.cutoff_reason if piece.cutoff_end or (not end_only and piece.cutoff_start) else None
 
 
 def energy_only(cfg: SegmentAudioConfig) -> SegmentAudioConfig:
@@ -130,6 +136,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pause", type=float, default=0.15, help="seconds of trailing pause that show a clip uncut")
     parser.add_argument("--offset", type=float, default=0.0, help="shift the picked clips by this share of their spacing")
+    parser.add_argument("--details", type=Path, help="write each clip's version, flag and reason to this TSV")
     args = parser.parse_args()
     params = load_params(args.params)
     cfg = params.segment_audio
@@ -146,24 +153,31 @@ def main() -> None:
             continue
         paused = ends_in_pause(clip.audio, args.pause)
         noisy = {snr: with_noise(clip.audio, snr, ("white", "pink")[i % 2], args.seed + i) for snr in args.snr}
-        versions.setdefault("clean", []).append((clip.audio, clip.text, False, paused))
-        versions.setdefault("clean, cut mid-word", []).append((clip.audio[:cut], clip.text, True, paused))
+        versions.setdefault("clean", []).append((clip.audio, clip.text, False, paused, clip.name))
+        versions.setdefault("clean, cut mid-word", []).append((clip.audio[:cut], clip.text, True, paused, clip.name))
         for snr, audio in noisy.items():
-            versions.setdefault(f"{snr:g} dB SNR", []).append((audio, clip.text, False, paused))
-            versions.setdefault(f"{snr:g} dB SNR, cut mid-word", []).append((audio[:cut], clip.text, True, paused))
-    paused = sum(p for *_, p in versions["clean"])
+            versions.setdefault(f"{snr:g} dB SNR", []).append((audio, clip.text, False, paused, clip.name))
+            versions.setdefault(f"{snr:g} dB SNR, cut mid-word", []).append((audio[:cut], clip.text, True, paused,
+                                                                             clip.name))
+    paused = sum(p for *_, p, _ in versions["clean"])
     print(f"{len(clips) - skipped} clips of {', '.join(map(str, args.dirs))} ({skipped} without an audible last "
           f"word skipped; {paused} whose recording ends in >= {args.pause:g} s of pause), Whisper {cfg.whisper_model}; "
           f"{time.perf_counter() - start:.0f} s")
     print(f"{'version':26s} {'flagged':>8s} {'ending in a pause':>18s} {'energy only':>12s} {'peak-only (before)':>19s}")
     no_vad = replace(cfg, speech_check=replace(cfg.speech_check, min_speech_fraction=0.0))
+    rows = ["clip\tversion\tends_in_pause\tflagged\treason"]
     for name, items in versions.items():
-        now = np.array([flagged(a, t, cfg, end, segmenter) for a, t, end, _ in items])
-        in_pause = now[[p for *_, p in items]]
-        energy = np.mean([flagged(a, t, energy_only(no_vad), end, None) for a, t, end, _ in items])
-        before = np.mean([flagged(a, t, peak_only(no_vad), end, None) for a, t, end, _ in items])
+        reasons = [flag_reason(a, t, cfg, end, segmenter) for a, t, end, _, _ in items]
+        now = np.array([r is not None for r in reasons])
+        in_pause = now[[p for *_, p, _ in items]]
+        energy = np.mean([flagged(a, t, energy_only(no_vad), end, None) for a, t, end, _, _ in items])
+        before = np.mean([flagged(a, t, peak_only(no_vad), end, None) for a, t, end, _, _ in items])
+        rows += [f"{clip}\t{name}\t{p}\t{r is not None}\t{r or ''}" for (*_, p, clip), r in zip(items, reasons)]
         print(f"{name:26s} {now.mean():8.1%} {in_pause.mean():11.1%} ({in_pause.sum():2d}/{len(in_pause):2d}) "
               f"{energy:12.1%} {before:19.1%}")
+    if args.details:
+        args.details.write_text("\n".join(rows) + "\n")
+        print(f"per-clip flags and reasons: {args.details}")
 
 
 if __name__ == "__main__":
