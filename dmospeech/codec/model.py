@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -134,8 +135,8 @@ class Codec(nn.Module):
         the decoder's receptive field is under `context` frames (checked in the tests), so the
         samples after `start` come out the same. For synthesis, where the prompt's frames are
         conditioning and only the continuation is heard."""
-        first = max(0, start - (self.decode_context if context is None else context))
-        return self.decode(latents[..., first:])[..., (start - first) * self.hop_length:]
+        return decode_after(self.decode, latents, start, self.decode_context if context is None else context,
+                            self.hop_length)
 
     def forward(self, audio: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
         """Reparameterised z = mean + exp(logscale) * eps (eq. 11), decoded; audio_hat cut to t."""
@@ -152,6 +153,13 @@ class Codec(nn.Module):
         codec = cls(cfg)
         codec.load_state_dict(load_part_weights(checkpoint_dir, "codec", ema=ema))
         return codec.eval()
+
+
+def decode_after(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, start: int, context: int,
+                 hop: int) -> torch.Tensor:
+    """decode(latents)[..., start * hop:], decoding only from `context` frames before `start`."""
+    first = max(0, start - context)
+    return decode(latents[..., first:])[..., (start - first) * hop:]
 
 
 def reparameterize(mean: torch.Tensor, logscale: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from dmospeech.codec.model import frames_to_waveform
+from dmospeech.codec.model import decode_after, frames_to_waveform
 from dmospeech.config import CodecConfig, DiTConfig, from_dict
+from dmospeech.teacher.dit import check_lengths
 from dmospeech.teacher.sampling import prompt_layout, sample_student, x0_function
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
@@ -64,10 +65,7 @@ class OnnxStudent:
         self.denoiser = session(folder / denoiser, threads)
 
     def check_lengths(self, frames: int, phonemes: int) -> None:
-        if frames > self.cfg.max_frames or phonemes > self.cfg.max_phonemes:
-            raise ValueError(f"{frames} latent frames ({frames / 40:.1f} s) and {phonemes} phonemes: this model takes "
-                             f"at most {self.cfg.max_frames} frames and {self.cfg.max_phonemes} phonemes; use a "
-                             "shorter prompt or text")
+        check_lengths(self.cfg, frames, phonemes)
 
     def text_kv(self, phonemes: torch.Tensor) -> np.ndarray:
         """Phonemes (nt,) -> the denoiser's text input (l, 2, 1, h, nt, d/h), once per sentence."""
@@ -120,5 +118,4 @@ class OnnxCodec:
 
     def decode_after(self, latents: torch.Tensor, start: int) -> torch.Tensor:
         """`Codec.decode_after`: the samples after frame `start`, decoding from `decode_context` frames before it."""
-        first = max(0, start - self.decode_context)
-        return self.decode(latents[..., first:])[..., (start - first) * self.hop_length:]
+        return decode_after(self.decode, latents, start, self.decode_context, self.hop_length)

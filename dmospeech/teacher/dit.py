@@ -27,6 +27,14 @@ def sinusoidal(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
 
 
+def check_lengths(cfg: DiTConfig, frames: int, phonemes: int) -> None:
+    """ValueError when a sentence is longer than the model `cfg` takes (torch or an ONNX export of it)."""
+    if frames > cfg.max_frames or phonemes > cfg.max_phonemes:
+        raise ValueError(f"{frames} latent frames ({frames / 40:.1f} s) and {phonemes} phonemes: this model takes "
+                         f"at most {cfg.max_frames} frames ({cfg.max_frames / 40:.1f} s) and "
+                         f"{cfg.max_phonemes} phonemes; use a shorter prompt or text")
+
+
 class SwiGLU(nn.Module):
     """Feed-forward with SwiGLU activation: W_out (silu(W_gate x) * W_in x)."""
 
@@ -148,10 +156,7 @@ class DiT(nn.Module):
         return net.eval()
 
     def check_lengths(self, frames: int, phonemes: int) -> None:
-        if frames > self.cfg.max_frames or phonemes > self.cfg.max_phonemes:
-            raise ValueError(f"{frames} latent frames ({frames / 40:.1f} s) and {phonemes} phonemes: this model takes "
-                             f"at most {self.cfg.max_frames} frames ({self.cfg.max_frames / 40:.1f} s) and "
-                             f"{self.cfg.max_phonemes} phonemes; use a shorter prompt or text")
+        check_lengths(self.cfg, frames, phonemes)
 
     def encode_text(self, phonemes: torch.Tensor, phoneme_mask: torch.Tensor,
                     drop: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -145,7 +145,6 @@ class BlamingClient:
     Tasks submitted before any result is asked for are in flight together."""
 
     def __init__(self):
-        self.batches: list[list] = []
         self.asked = True
 
     def submit(self, fn, function, shard, *args, **kwargs):
@@ -154,9 +153,8 @@ class BlamingClient:
         from distributed import KilledWorker
 
         if self.asked:
-            self.batches.append([])
-            self.asked = False
-        batch = self.batches[-1]
+            self.in_flight, self.asked = [], False
+        batch = self.in_flight
         batch.append(shard)
         client = self
 
