@@ -120,7 +120,7 @@ def run(sources: tuple[SourceConfig, ...], work: Path, params, executor: Executo
     audio, q1 = resample_corpus(files, dataclasses.replace(p.resample_audio, out_dir=str(work / "audio48k")),
                                 lin("resample_audio", p.resample_audio), executor=executor)
     write_stage_db(work / "audio.duckdb", {"audio": audio, "quarantine": q1})
-    rows = audio.merge(files[["file_id", "text", "transcribed"]], on="file_id")
+    rows = audio.merge(files[["file_id", "source_name", "text", "transcribed"]], on="file_id")
     seg_cfg = dataclasses.replace(p.segment_audio, cache_dir=str(work / "segment_cache"))
     segments, q2 = segment_corpus(rows, seg_cfg, lin("segment_audio", p.segment_audio), Path("."), executor=executor)
     write_stage_db(work / "segments.duckdb", {"segments": segments, "quarantine": q2})

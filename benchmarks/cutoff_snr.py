@@ -3,7 +3,7 @@ clean, mixed with noise, or cut inside their last word (issue 25: on noisy read 
 with thresholds relative to the loudest frame only flagged 26 % of utterances).
 
 Usage: python benchmarks/cutoff_snr.py --clips N --dirs DIR [DIR ...] [--snr 20 15 10] [--offset 0.5]
-       [--params params.yaml]
+       [--params params.yaml] [--details TSV]
 
 The transcribed files of the folders (any layout `prepare_corpus` reads) are conditioned as
 `resample_audio` does (48 kHz mono, peak-normalised); N of them are taken evenly over the sorted list.
@@ -14,18 +14,16 @@ Each clip is scored by `segment_utterance` (trim + cut-off check, segment_audio 
 - cut mid-word, clean and at each SNR: the clip ends in the middle of its last word's audible part (the
   frames within 30 dB of the loudest of the span the packaged Whisper model times the word at).
 Prints the share of clips flagged (start or end; for cut clips the end) by `segment_utterance` with the
-bundled VAD (as segment_audio runs it: the speech check's no_speech_detected rejects are not counted), by
+bundled VAD and Whisper (as segment_audio runs them: the speech check's no_speech_detected rejects are not counted), by
 the energy tests alone (`cutoff.edge_vad_score` 0) and by the detector before issue 25 (the thresholds
 relative to the loudest frame only), over all clips and over the clips whose recording ends in `--pause` s
 of pause (`ends_in_pause`: the others may be cut already, so a flag on them is not known to be false).
 Use clips other than those the thresholds were chosen on (`--offset`; they were chosen at offsets 0, per
 folder, and 0.5).
 
-With `--last-word GAP [GAP ...]`, each version is also transcribed by the packaged Whisper (trimmed as
-`segment_utterance` trims it) and the table gains: the share whose last word heard equals the given
-text's last word (Whisper-normalised), and the flag rates of two candidate rules that add "the last word
-heard differs and ends less than GAP s before the clip's end" to the detector, one as it is, one with
-its VAD-rule flags dropped when the last word matches (a study for issue 25, not what segment_audio does).
+The `flagged` column is segment_audio's check (energy tests, the VAD rule, Whisper's last word: every clip
+is also transcribed); `no last word` is the same without the last-word rule (`cutoff.last_word_gap_s` 0:
+the check before it was added).
 """
 from __future__ import annotations
 
@@ -40,10 +38,9 @@ import soxr
 
 from dmospeech.codec.folder_corpus import scan_folders
 from dmospeech.config import Params, SegmentAudioConfig, load_params
-from dmospeech.data.cutoff import frame_db, frame_geometry, time_slice, trim_silence
+from dmospeech.data.cutoff import frame_db, frame_geometry
 from dmospeech.data.resample import condition_file
 from dmospeech.data.segment import MODEL_SR, Segmenter, segment_utterance
-from dmospeech.data.transcribe import normalize_for_wer
 from dmospeech.ops.audio import AudioError
 
 SR = 48_000
@@ -124,43 +121,20 @@ def flag_reason(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, end_only:
     return piece.cutoff_reason if piece.cutoff_end or (not end_only and piece.cutoff_start) else None
 
 
-def last_word_heard(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, segmenter: Segmenter
-                    ) -> tuple[bool, float | None]:
-    """Whisper on the clip as `segment_utterance` trims it: is its last word the given text's last word
-    (both normalised as WER is), and how many seconds before the clip's end does it end (None: no words)?"""
-    start, end = trim_silence(audio, SR, cfg.trim_top_db, cfg.edge_pad_s)
-    words = segmenter.transcribe(soxr.resample(time_slice(audio, SR, start, end), SR, MODEL_SR))
-    heard, given = normalize_for_wer("".join(w.text for w in words)).split(), normalize_for_wer(text).split()
-    return bool(heard and given and heard[-1] == given[-1]), (end - start - words[-1].end) if words else None
-
-
-def flag_kinds(reason: str | None, end_only: bool) -> tuple[bool, bool]:
-    """(flagged by an energy or word test, flagged by the VAD rule) from a cut-off reason."""
-    parts = [r for r in (reason or "").split("; ") if r and (not end_only or r.startswith("end"))]
-    return any("VAD speech score" not in r for r in parts), any("VAD speech score" in r for r in parts)
-
-
-def last_word_rules(reasons: list[str | None], heard: list[tuple[bool, float | None]], end_only: bool,
-                    gap_s: float) -> tuple[float, float]:
-    """Flag rates of the detector + "last word differs and ends < gap_s before the end", and of the same
-    with VAD-rule flags dropped when the last word matches."""
-    plus, veto = [], []
-    for reason, (match, gap) in zip(reasons, heard):
-        energy, vad = flag_kinds(reason, end_only)
-        differs_at_end = not match and gap is not None and gap < gap_s
-        plus.append(energy or vad or differs_at_end)
-        veto.append(energy or (vad and not match) or differs_at_end)
-    return float(np.mean(plus)), float(np.mean(veto))
+def without_last_word(cfg: SegmentAudioConfig) -> SegmentAudioConfig:
+    """The detector without Whisper's last word."""
+    return replace(cfg, cutoff=replace(cfg.cutoff, last_word_gap_s=0.0))
 
 
 def energy_only(cfg: SegmentAudioConfig) -> SegmentAudioConfig:
-    """The detector without the VAD's end score."""
-    return replace(cfg, cutoff=replace(cfg.cutoff, edge_vad_score=0.0))
+    """The detector without the VAD's end score and Whisper's last word."""
+    return replace(cfg, cutoff=replace(cfg.cutoff, edge_vad_score=0.0, last_word_gap_s=0.0))
 
 
 def peak_only(cfg: SegmentAudioConfig) -> SegmentAudioConfig:
     """The detector before issue 25: thresholds relative to the loudest frame only, no tail test, no VAD."""
-    return replace(cfg, cutoff=replace(cfg.cutoff, edge_floor_db=-1e9, tail_energy_db=1e9, edge_vad_score=0.0))
+    return replace(cfg, cutoff=replace(cfg.cutoff, edge_floor_db=-1e9, tail_energy_db=1e9, edge_vad_score=0.0,
+                                       last_word_gap_s=0.0))
 
 
 def main() -> None:
@@ -173,14 +147,12 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.15, help="seconds of trailing pause that show a clip uncut")
     parser.add_argument("--offset", type=float, default=0.0, help="shift the picked clips by this share of their spacing")
     parser.add_argument("--details", type=Path, help="write each clip's version, flag and reason to this TSV")
-    parser.add_argument("--last-word", type=float, nargs="*", default=None, metavar="GAP",
-                        help="also transcribe each version and score the last-word rules at these gaps (s)")
     args = parser.parse_args()
     params = load_params(args.params)
     cfg = params.segment_audio
     start = time.perf_counter()
     clips = load_clips(args.dirs, args.clips, params, args.offset)
-    segmenter = Segmenter(cfg)   # Whisper: word times of the last word; the VAD: the end score
+    segmenter = Segmenter(cfg)   # Whisper: word times of the last word, the last word heard; the VAD: the end score
     versions: dict[str, list[tuple[np.ndarray, str, bool, bool]]] = {}
     skipped = 0
     for i, clip in enumerate(clips):
@@ -201,30 +173,20 @@ def main() -> None:
     print(f"{len(clips) - skipped} clips of {', '.join(map(str, args.dirs))} ({skipped} without an audible last "
           f"word skipped; {paused} whose recording ends in >= {args.pause:g} s of pause), Whisper {cfg.whisper_model}; "
           f"{time.perf_counter() - start:.0f} s")
-    print(f"{'version':26s} {'flagged':>8s} {'ending in a pause':>18s} {'energy only':>12s} {'peak-only (before)':>19s}")
+    print(f"{'version':26s} {'flagged':>8s} {'ending in a pause':>18s} {'no last word':>13s} {'energy only':>12s} "
+          f"{'peak-only (before)':>19s}")
     no_vad = replace(cfg, speech_check=replace(cfg.speech_check, min_speech_fraction=0.0))
-    rows = ["clip\tversion\tends_in_pause\tflagged\treason\tlast_word_match\tlast_word_gap_s"]
-    studies = []
+    rows = ["clip\tversion\tends_in_pause\tflagged\treason"]
     for name, items in versions.items():
         reasons = [flag_reason(a, t, cfg, end, segmenter) for a, t, end, _, _ in items]
         now = np.array([r is not None for r in reasons])
         in_pause = now[[p for *_, p, _ in items]]
+        no_word = np.mean([flagged(a, t, without_last_word(cfg), end, segmenter) for a, t, end, _, _ in items])
         energy = np.mean([flagged(a, t, energy_only(no_vad), end, None) for a, t, end, _, _ in items])
         before = np.mean([flagged(a, t, peak_only(no_vad), end, None) for a, t, end, _, _ in items])
-        heard = ([last_word_heard(a, t, cfg, segmenter) for a, t, *_ in items] if args.last_word is not None
-                 else [(None, None)] * len(items))
-        rows += [f"{clip}\t{name}\t{p}\t{r is not None}\t{r or ''}\t{m}\t{'' if g is None else round(g, 3)}"
-                 for (*_, p, clip), r, (m, g) in zip(items, reasons, heard)]
-        if args.last_word is not None:
-            end_only = items[0][2]
-            rules = "  ".join(f"gap < {g:g} s: {' / '.join(f'{x:.1%}' for x in last_word_rules(reasons, heard, end_only, g))}"
-                              for g in args.last_word)
-            studies.append(f"{name:26s} {np.mean([m for m, _ in heard]):8.1%}   {rules}")
+        rows += [f"{clip}\t{name}\t{p}\t{r is not None}\t{r or ''}" for (*_, p, clip), r in zip(items, reasons)]
         print(f"{name:26s} {now.mean():8.1%} {in_pause.mean():11.1%} ({in_pause.sum():2d}/{len(in_pause):2d}) "
-              f"{energy:12.1%} {before:19.1%}")
-    if studies:
-        print(f"\n{'version':26s} last word heard = given;  flagged with + without VAD flags whose last word matches")
-        print("\n".join(studies))
+              f"{no_word:13.1%} {energy:12.1%} {before:19.1%}")
     if args.details:
         args.details.write_text("\n".join(rows) + "\n")
         print(f"per-clip flags and reasons: {args.details}")

@@ -98,7 +98,7 @@ def run_data_half(sources: tuple[SourceConfig, ...], work: Path, params: Params,
     if until == "resample_audio":
         return timing
     with open_manifests([dbs["source_files"], dbs["audio"]]) as con:
-        rows = con.execute("SELECT a.*, s.text, s.transcribed FROM audio a JOIN source_files s USING (file_id) "
+        rows = con.execute("SELECT a.*, s.source_name, s.text, s.transcribed FROM audio a JOIN source_files s USING (file_id) "
                            "ORDER BY a.file_id").df()
     segments, quarantine = timed("segment_audio", len(rows), lambda: segment_corpus(
         rows, segment_cfg, Lineage.for_stage("segment_audio", p.segment_audio), Path("."), executor=executor))

@@ -16,7 +16,7 @@ from dmospeech.data.segment import segment_corpus
 from dmospeech.ops.executor import Executor
 
 AUDIO_ROWS_SQL = """
-    SELECT a.*, s.text, s.transcribed
+    SELECT a.*, s.source_name, s.text, s.transcribed
     FROM audio AS a JOIN source_files AS s USING (file_id)
     ORDER BY a.file_id
 """

@@ -70,6 +70,10 @@ class CutoffConfig:
     edge_vad_score: float     # end is also cut off when the VAD's mean speech score over its last edge_vad_window_s
     edge_vad_max_snr_db: float  # is above edge_vad_score and a frame there is edge_vad_floor_db above the floor
     edge_vad_floor_db: float  # (edge_vad_score 0: off)
+    last_word_gap_s: float    # given-text clips: the end is cut off when the last word Whisper hears is not the
+                              # text's last word and ends less than this before the end; a heard last word equal
+                              # to the text's overrides the VAD rule (0: off; needs Whisper on every such clip)
+    last_word_skip_sources: tuple[str, ...]  # sources not checked so (Whisper misreads synthetic speech)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ import soxr
 
 from dmospeech.config import SegmentAudioConfig
 from dmospeech.data import manifest
-from dmospeech.data.cutoff import Span, Word, detect_cutoff, quietest_time, time_slice, trim_silence
+from dmospeech.data.cutoff import (LastWord, Span, Word, detect_cutoff, last_word, piece_bounds, quietest_time,
+                                   split_at_pauses, time_slice, trim_silence)
 from dmospeech.data.speech import ClipVad, collapse_detail, filled_window, no_speech_detail, speech_seconds
 from dmospeech.data.whisper_models import resolve_whisper_model
 from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, task_threads, worker_cached
@@ -49,7 +50,7 @@ PAUSE_MARGIN_S = 0.5            # a piece keeps at most this much of a pause bef
 MIN_VAD_REGION_S = 0.1
 BEAM_SIZE = 5
 AUDIO_COLUMNS = ("file_id", "audio_path", "sample_rate", "duration_s", "speaker", "split",
-                 "source_sha256", "text", "transcribed")
+                 "source_sha256", "source_name", "text", "transcribed")
 
 
 @dataclass(frozen=True)
@@ -65,29 +66,35 @@ class Piece:
     detail: str = ""
 
 
-def _checked_piece(audio: np.ndarray, sr: int, start_s: float, end_s: float, text: str,
-                   cfg: SegmentAudioConfig, words: Sequence[Word] = (), end_vad_score: float | None = None) -> Piece:
+def _checked_piece(audio: np.ndarray, sr: int, start_s: float, end_s: float, text: str, cfg: SegmentAudioConfig,
+                   words: Sequence[Word] = (), end_vad_score: float | None = None, heard: LastWord | None = None) -> Piece:
     if end_s - start_s < cfg.min_segment_s:
         return Piece(start_s, end_s, text, reject="too_short",
                      detail=f"{end_s - start_s:.2f} s of sound < min_segment_s {cfg.min_segment_s:g} s")
-    return Piece(start_s, end_s, text, *detect_cutoff(audio, sr, start_s, end_s, cfg.cutoff, words, end_vad_score))
+    return Piece(start_s, end_s, text, *detect_cutoff(audio, sr, start_s, end_s, cfg.cutoff, words, end_vad_score, heard))
 
 
 # ----------------------------------------------------------------------------- short utterances
 def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioConfig,
-                      get_segmenter: Callable[[], Segmenter] | None = None) -> Piece:
+                      get_segmenter: Callable[[], Segmenter] | None = None, check_last_word: bool = True) -> Piece:
     """A short transcribed utterance keeps its given text: trim leading/trailing silence, check both
-    edges for cut-off speech (sec 4.3) and, with `get_segmenter`'s VAD, that the sound holds speech and
-    that the VAD does not hear speech up to the end (`cutoff.edge_vad_score`)."""
+    edges for cut-off speech (sec 4.3) and, with `get_segmenter`'s models, that the sound holds speech,
+    that the VAD does not hear speech up to the end (`cutoff.edge_vad_score`) and, if `check_last_word`,
+    that Whisper's last word is the text's or ends clear of the end (`cutoff.last_word_gap_s`)."""
     start, end = trim_silence(audio, sr, cfg.trim_top_db, cfg.edge_pad_s)
     if end <= start:
         return Piece(0.0, len(audio) / sr, text, reject="no_speech", detail="the audio is digital silence")
     check_speech, check_end = cfg.speech_check.min_speech_fraction > 0, cfg.cutoff.edge_vad_score > 0
-    vad = None
-    if get_segmenter is not None and (check_speech or check_end) and end - start >= cfg.min_segment_s:
-        vad = get_segmenter().clip_vad(time_slice(audio, sr, start, end), sr, cfg.cutoff.edge_vad_window_s)
+    check_last_word = check_last_word and cfg.cutoff.last_word_gap_s > 0
+    vad = heard = None
+    if get_segmenter is not None and end - start >= cfg.min_segment_s:
+        clip = time_slice(audio, sr, start, end)
+        if check_speech or check_end:
+            vad = get_segmenter().clip_vad(clip, sr, cfg.cutoff.edge_vad_window_s)
+        if check_last_word:
+            heard = last_word(get_segmenter().transcribe(soxr.resample(clip, sr, MODEL_SR)), text, end - start)
     piece = _checked_piece(audio, sr, start, end, text.strip(), cfg,
-                           end_vad_score=vad.end_score if vad is not None and check_end else None)
+                           end_vad_score=vad.end_score if vad is not None and check_end else None, heard=heard)
     if piece.reject or vad is None or not check_speech:
         return piece
     detail = no_speech_detail(vad.speech_s, end - start, cfg.speech_check)
@@ -95,42 +102,6 @@ def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioCo
 
 
 # ----------------------------------------------------------------------------- long-form audio
-def split_at_pauses(spans: Sequence[Span], max_s: float, margin_s: float = 0.0) -> list[list[Span]]:
-    """Group the sorted speech `spans` (VAD regions or words) so that each group's extent plus
-    `margin_s` on both sides is at most `max_s`, splitting recursively at the longest pause.
-    A single span too long to fit forms a group of its own."""
-    groups, todo = [], [list(spans)]
-    while todo:
-        group = todo.pop()
-        if len(group) < 2 or group[-1][1] - group[0][0] + 2 * margin_s <= max_s:
-            groups.append(group)
-            continue
-        gaps = [nxt[0] - prev[1] for prev, nxt in zip(group, group[1:])]
-        cut = int(np.argmax(gaps)) + 1
-        todo += [group[cut:], group[:cut]]
-    return groups
-
-
-def piece_bounds(groups: Sequence[Sequence[Span]], duration_s: float, margin_s: float,
-                 cut_in: Callable[[float, float], float]) -> list[Span]:
-    """Start and end of each group's piece. A pause up to 2 * `margin_s` long is cut once, at
-    `cut_in(pause)`; a longer one ends the piece before it and starts the next one each within
-    `margin_s` of their speech. The file's own edges stay edges when speech is that close."""
-    first, last = groups[0][0][0], groups[-1][-1][1]
-    starts = [0.0 if first <= margin_s else cut_in(first - margin_s, first)]
-    ends = []
-    for before, after in zip(groups, groups[1:]):
-        pause_start, pause_end = before[-1][1], after[0][0]
-        if pause_end - pause_start <= 2 * margin_s:
-            ends.append(cut_in(pause_start, pause_end))
-            starts.append(ends[-1])
-        else:
-            ends.append(cut_in(pause_start, pause_start + margin_s))
-            starts.append(cut_in(pause_end - margin_s, pause_end))
-    ends.append(duration_s if duration_s - last <= margin_s else cut_in(last, last + margin_s))
-    return list(zip(starts, ends))
-
-
 def _load_aligner(cfg: SegmentAudioConfig):
     """`whisperx.load_align_model` on the local wav2vec2 folder `cfg.alignment_model`."""
     folder = Path(cfg.alignment_model)
@@ -351,7 +322,8 @@ def _segment_file(row, path: Path, cfg: SegmentAudioConfig, root: Path,
         if not isinstance(row.text, str) or not row.text.strip():
             raise ValueError(f"{row.audio_path} (file_id {row.file_id}) is marked transcribed but has no text: "
                              "fix its source or re-run prepare_corpus, which quarantines missing transcripts")
-        return [segment_utterance(*_read_audio(path, int(row.sample_rate)), row.text, cfg, get_segmenter)], "given"
+        return [segment_utterance(*_read_audio(path, int(row.sample_rate)), row.text, cfg, get_segmenter,
+                                  row.source_name not in cfg.cutoff.last_word_skip_sources)], "given"
     return _cached_longform(path, int(row.sample_rate), cfg, root, get_segmenter), "whisper"
 
 
@@ -371,14 +343,14 @@ def segment_corpus(audio_rows: pd.DataFrame, cfg: SegmentAudioConfig, lineage: m
                    project_root: Path, segmenter: Segmenter | None = None,
                    executor: Executor | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(segments rows, quarantine rows) for the `audio` table joined with `source_files`
-    (`text`, `transcribed`). Transcribed files up to `transcribed_max_s` keep their text; all
+    (`source_name`, `text`, `transcribed`). Transcribed files up to `transcribed_max_s` keep their text; all
     others are cut and transcribed by Whisper (sec 4.1, 4.3). Files run in shards by `executor`
     (this process when None; on a GPU device only on workers with resources {GPU: 1}); models
     load once per process, on first need; `segmenter` passes already loaded ones (local only)."""
     missing = sorted(set(AUDIO_COLUMNS) - set(audio_rows.columns))
     if missing:
         raise ValueError(f"segment_corpus: audio rows lack column(s) {missing}; join `audio` with "
-                         "`source_files` (text, transcribed) on file_id")
+                         "`source_files` (source_name, text, transcribed) on file_id")
     records = [{c: (None if c == "text" and not isinstance(row[c], str) else row[c]) for c in AUDIO_COLUMNS}
                for row in audio_rows.to_dict("records")]
     resources = {"GPU": 1} if cfg.device.startswith("cuda") else None

@@ -2,12 +2,18 @@
 flagged for its noise, while speech cut at the edge (also inside a silent stop closure) still is."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from types import SimpleNamespace
+
 from benchmarks.cutoff_snr import load_clips, peak_only, with_noise
-from dmospeech.data.cutoff import detect_cutoff, noise_floor_db
-from dmospeech.data.segment import segment_utterance
+from dmospeech.data.cutoff import Word, detect_cutoff, last_word, noise_floor_db
+from dmospeech.data.segment import segment_shard, segment_utterance
+from dmospeech.data.speech import ClipVad
+from tests.helpers import write
 from tests.helpers import params
 
 SR = 48_000
@@ -55,3 +61,63 @@ def test_noisy_dev_speech_is_rarely_flagged(dev_corpus):
         assert rate <= 0.1, f"{snr:g} dB SNR: {rate:.0%} flagged"
         if snr <= 15.0:
             assert np.mean([p.cutoff_start or p.cutoff_end for p in before]) >= 0.5
+
+
+TEXT = "A plausible transcript."
+HEARD = [Word(0.2, 1.0, " A"), Word(1.0, 2.0, " plausible"), Word(2.0, 2.95, " transcript.")]
+
+
+def models(end_vad_score: float, words: list[Word]) -> SimpleNamespace:
+    """A stand-in for the Segmenter: its VAD's end score and the words Whisper hears."""
+    return SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, end_vad_score), transcribe=lambda a: words)
+
+
+def noise_with_weak_end(seconds: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """White noise, and the same with a weak tone in its last 0.3 s (5 dB above the noise: under the energy
+    tests' floor margin, so only the VAD rule or the last word can flag that end)."""
+    audio = (0.3 * np.random.default_rng(0).standard_normal(int(seconds * SR))).astype(np.float32)
+    weak = audio.copy()
+    weak[-int(0.3 * SR):] += (0.62 * np.sin(2 * np.pi * 300.0 * np.arange(int(0.3 * SR)) / SR)).astype(np.float32)
+    return audio, weak
+
+
+def test_last_word_is_compared_as_wer_compares_words():
+    assert last_word(HEARD, "a PLAUSIBLE Transcript!", 3.0).matches
+    heard = last_word(HEARD[:2] + [Word(2.0, 2.9, " transcr-")], TEXT, 3.0)
+    assert not heard.matches and (heard.heard, heard.given) == ("transcr", "transcript")
+    assert heard.gap_s == pytest.approx(0.1)
+    assert last_word([], TEXT, 3.0).gap_s is None
+    assert not last_word([], TEXT, 3.0).matches and not last_word(HEARD, "", 3.0).matches
+
+
+def test_whisper_last_word_drops_a_vad_flag_and_flags_another_word_heard_at_the_end():
+    """Issue 25 point 5: the text's last word heard means the VAD's speech score at the end was noise or the
+    word's decay; another word (a cut one is heard as another) ending within last_word_gap_s is a cut."""
+    audio, weak = noise_with_weak_end()
+    assert segment_utterance(weak, SR, TEXT, CFG, lambda: models(0.9, [])).cutoff_end        # VAD rule, nothing heard
+    assert not segment_utterance(weak, SR, TEXT, CFG, lambda: models(0.9, HEARD)).cutoff_end  # ... last word heard
+    cut = HEARD[:2] + [Word(2.0, 2.95, " transcr-")]
+    piece = segment_utterance(audio, SR, TEXT, CFG, lambda: models(0.3, cut))
+    assert piece.cutoff_end and not piece.cutoff_start and piece.reject is None
+    assert "last word heard 'transcr' is not the text's 'transcript' and ends 0.0" in piece.cutoff_reason
+    early = HEARD[:2] + [Word(2.0, 2.5, " transcribed")]                                  # ends 0.5 s before the end
+    assert not segment_utterance(audio, SR, TEXT, CFG, lambda: models(0.3, early)).cutoff_end
+    off = replace(CFG, cutoff=replace(CFG.cutoff, last_word_gap_s=0.0))
+    assert not segment_utterance(audio, SR, TEXT, off, lambda: models(0.3, cut)).cutoff_end
+    assert segment_utterance(weak, SR, TEXT, off, lambda: models(0.9, HEARD)).cutoff_end    # no veto when off
+    unasked = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.9),
+                              transcribe=lambda a: pytest.fail("transcribed a clip of a skipped source"))
+    assert segment_utterance(weak, SR, TEXT, CFG, lambda: unasked, check_last_word=False).cutoff_end
+
+
+def test_sources_listed_in_last_word_skip_sources_are_not_transcribed(tmp_path):
+    _, weak = noise_with_weak_end()
+    write(tmp_path / "clip.flac", weak, SR)
+    calls = []
+    segmenter = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.9),
+                                transcribe=lambda a: calls.append(len(a)) or HEARD)
+    rows = [{"file_id": name * 16, "audio_path": "clip.flac", "sample_rate": SR, "duration_s": 3.0,
+             "speaker": "s", "split": "train", "source_sha256": "0", "source_name": name, "text": TEXT,
+             "transcribed": True} for name in (CFG.cutoff.last_word_skip_sources[0], "recorded")]
+    (skipped, _), (checked, _) = segment_shard(rows, CFG, str(tmp_path), segmenter)
+    assert len(calls) == 1 and skipped[0].cutoff_end and not checked[0].cutoff_end

@@ -16,9 +16,8 @@ import soxr
 import yaml
 
 from dmospeech.data import manifest
-from dmospeech.data.cutoff import Word, detect_cutoff, quietest_time, trim_silence
-from dmospeech.data.segment import (_load_aligner, _timed_words, piece_bounds, segment_corpus, segment_utterance,
-                                    split_at_pauses)
+from dmospeech.data.cutoff import Word, detect_cutoff, piece_bounds, quietest_time, split_at_pauses, trim_silence
+from dmospeech.data.segment import _load_aligner, _timed_words, segment_corpus, segment_utterance
 from dmospeech.data.whisper_models import BASE_MODEL_SHA256, resolve_whisper_model
 from tests.helpers import PROJECT_ROOT, params, write
 
@@ -151,7 +150,8 @@ def test_stage_writes_given_text_segments_and_quarantines_short_ones(tmp_path, m
              "c" * 16: np.concatenate([hiss(0.5), tone(0.1), hiss(0.5)])}
     write_upstream(tmp_path, clips, {"a" * 16: "Complete.", "b" * 16: "Cut off.", "c" * 16: "Oh."})
     data = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    data["segment_audio"]["speech_check"]["min_speech_fraction"] = 0.0  # tones are no speech: no VAD here
+    data["segment_audio"]["speech_check"]["min_speech_fraction"] = 0.0  # tones are no speech: no VAD here,
+    data["segment_audio"]["cutoff"]["last_word_gap_s"] = 0.0             # nor Whisper's last word
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     monkeypatch.chdir(tmp_path)
     runpy.run_path(str(PROJECT_ROOT / "stages" / "segment_audio.py"), run_name="__main__")
@@ -168,7 +168,7 @@ def test_stage_writes_given_text_segments_and_quarantines_short_ones(tmp_path, m
 def test_transcribed_file_without_text_is_an_error(tmp_path):
     write(tmp_path / "d.flac", tone(1.0), SR)
     rows = pd.DataFrame([{"file_id": "d" * 16, "audio_path": "d.flac", "sample_rate": SR, "duration_s": 1.0,
-                          "speaker": "s", "split": "train", "source_sha256": "0", "text": "  ", "transcribed": True}])
+                          "speaker": "s", "split": "train", "source_sha256": "0", "source_name": "s", "text": "  ", "transcribed": True}])
     with pytest.raises(ValueError, match="marked transcribed but has no text"):
         segment_corpus(rows, CFG, manifest.Lineage.for_stage("segment_audio", CFG), tmp_path)
 
@@ -185,7 +185,8 @@ def test_longform_recording_is_cut_in_pauses_with_low_wer(dev_corpus, tmp_path, 
     write(tmp_path / "long.flac", soxr.resample(audio, sr, SR), SR)
     rows = pd.DataFrame([{"file_id": "e" * 16, "audio_path": "long.flac", "sample_rate": SR,
                           "duration_s": len(audio) / sr, "speaker": "lj",
-                          "split": "train", "source_sha256": "0", "text": None, "transcribed": False}])
+                          "split": "train", "source_sha256": "0", "source_name": "s", "text": None,
+                          "transcribed": False}])
     cfg = replace(CFG, whisper_model="base")
     segments, quarantine = segment_corpus(rows, cfg, manifest.Lineage.for_stage("segment_audio", cfg), tmp_path)
     truth = json.loads(source.with_name("ljspeech_LJ001_run.segments.json").read_text())

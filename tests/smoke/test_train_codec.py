@@ -40,7 +40,7 @@ def build_manifests(root) -> None:
     files, _ = merge_sources(scan_rows(SourceConfig("fab", "sidecar", str(root / "corpus")), (".wav",), lin),
                              SplitConfig(0.34, 0.0, 0), lin)
     audio, _ = resample_corpus(files, p.resample_audio, lin, project_root=root)
-    rows = audio.merge(files[["file_id", "text", "transcribed"]], on="file_id")
+    rows = audio.merge(files[["file_id", "source_name", "text", "transcribed"]], on="file_id")
     segments, _ = segment_corpus(rows, p.segment_audio, lin, root)
     phonemes, _ = phonemize_segments(segments, p.phonemize_text, Vocabulary.load(PROJECT_ROOT / p.phonemize_text.vocab_path), lin)
     for path, table, df in ((p.prepare_corpus.manifest, "source_files", files), (p.resample_audio.manifest, "audio", audio),
