@@ -152,7 +152,9 @@ training AS (
     SELECT g.file_id, count(*) AS n FROM segments g
     WHERE g.use_for_training AND g.segment_id NOT IN (SELECT item_id FROM quarantine) GROUP BY g.file_id)
 SELECT i.path, i.source_name, coalesce(t.n, 0) AS training_segments,
-       (SELECT count(*) FROM segments g WHERE g.file_id = i.file_id) AS segments, r.reasons
+       (SELECT count(*) FROM segments g WHERE g.file_id = i.file_id) AS segments, r.reasons,
+       (SELECT string_agg(g.cutoff_reason, ' | ') FROM segments g
+        WHERE g.file_id = i.file_id AND NOT g.use_for_training) AS excluded
 FROM inputs i LEFT JOIN training t USING (file_id) LEFT JOIN reasons r USING (path) ORDER BY i.path
 """
 
@@ -180,7 +182,7 @@ def main() -> int:
             "ORDER BY g.start_s").fetchall())
     key = " ".join((work / "inputs" / "repeated_sentence.txt").read_text().lower().split()[:3]).strip(",.")
     readings = heard.lower().count(key)
-    fate["reasons"] = fate["reasons"].fillna("")
+    fate[["reasons", "excluded"]] = fate[["reasons", "excluded"]].fillna("")
     unaccounted = fate[(fate.segments == 0) & (fate.reasons == "")]
     real = fate[~fate.source_name.isin(["bad", "bad_long"])]
     lost = real[real.training_segments == 0]
@@ -192,7 +194,9 @@ def main() -> int:
         print(f"   {row.path}")
     print(f"real-speech inputs with no training segment: {len(lost)}")
     for row in lost.itertuples(index=False):
-        print(f"   {row.path}: {row.reasons or 'no reason recorded'}")
+        why = row.reasons or (f"flagged as cut off, so not used for training ({row.excluded})" if row.excluded
+                              else "no reason recorded")
+        print(f"   {row.path}: {why}")
     misjudged = 0
     print("crafted inputs: expected reason -> reasons recorded")
     for row in bad.itertuples(index=False):

@@ -1,20 +1,20 @@
 """The cut-off detector's thresholds are relative to the noise floor (issue 25 point 5): noisy speech is not
-flagged for its noise, while speech cut at the edge (also inside a silent stop closure) still is."""
+flagged for its noise, while speech cut at the edge (also inside a silent stop closure) still is; Whisper's
+last word flags a word the clip stops in and overrides the VAD rule when it is the text's."""
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import soxr
 
-from types import SimpleNamespace
-
-from benchmarks.cutoff_snr import load_clips, peak_only, with_noise
+from benchmarks.cutoff_snr import load_clips, mid_word_cut, peak_only, with_noise
 from dmospeech.data.cutoff import Word, detect_cutoff, last_word, noise_floor_db
-from dmospeech.data.segment import segment_shard, segment_utterance
+from dmospeech.data.segment import MODEL_SR, Segmenter, segment_shard, segment_utterance
 from dmospeech.data.speech import ClipVad
-from tests.helpers import write
-from tests.helpers import params
+from tests.helpers import params, write
 
 SR = 48_000
 CFG = params().segment_audio
@@ -121,3 +121,26 @@ def test_sources_listed_in_last_word_skip_sources_are_not_transcribed(tmp_path):
              "transcribed": True} for name in (CFG.cutoff.last_word_skip_sources[0], "recorded")]
     (skipped, _), (checked, _) = segment_shard(rows, CFG, str(tmp_path), segmenter)
     assert len(calls) == 1 and skipped[0].cutoff_end and not checked[0].cutoff_end
+
+
+@pytest.mark.slow  # ~60 s on 2 cores: Whisper base on 48 versions of 12 dev clips
+def test_whisper_last_word_alone_flags_real_mid_word_cuts_and_no_uncut_clip(dev_corpus):
+    """Real dev speech, clean and at 10 dB SNR, whole and cut in the middle of its last word, checked by the
+    last-word rule alone (energy tests and VAD rule off): no whole clip is flagged, and about half of the
+    cut ones are (the energy tests catch most of the rest: benchmarks/cutoff_snr.py)."""
+    only_word = replace(CFG, speech_check=replace(CFG.speech_check, min_speech_fraction=0.0),
+                        cutoff=replace(CFG.cutoff, edge_floor_db=1e9, edge_vad_score=0.0))
+    clips = load_clips([dev_corpus / n for n in ("librispeech", "ljspeech", "kathleen", "arctic")], 12, params(), 0.6)
+    segmenter = Segmenter(CFG)
+    flags = {"whole": 0, "cut": 0, "whole, 10 dB": 0, "cut, 10 dB": 0}
+    for i, clip in enumerate(clips):
+        words = segmenter.transcribe(soxr.resample(clip.audio, SR, MODEL_SR))
+        cut = mid_word_cut(clip.audio, words[-1].start, words[-1].end)
+        noisy = with_noise(clip.audio, 10.0, ("white", "pink")[i % 2], i)
+        for name, audio in (("whole", clip.audio), ("cut", clip.audio[:cut]), ("whole, 10 dB", noisy),
+                            ("cut, 10 dB", noisy[:cut])):
+            piece = segment_utterance(audio, SR, clip.text, only_word, lambda: segmenter)
+            flags[name] += piece.cutoff_end
+            assert not piece.cutoff_end or "last word heard" in piece.cutoff_reason
+    assert len(clips) == 12 and flags["whole"] == flags["whole, 10 dB"] == 0, flags
+    assert flags["cut"] >= 5 and flags["cut, 10 dB"] >= 4, flags   # measured: 7 and 6 of 12
