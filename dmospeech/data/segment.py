@@ -67,11 +67,13 @@ class Piece:
 
 
 def _checked_piece(audio: np.ndarray, sr: int, start_s: float, end_s: float, text: str, cfg: SegmentAudioConfig,
-                   words: Sequence[Word] = (), end_vad_score: float | None = None, heard: LastWord | None = None) -> Piece:
+                   words: Sequence[Word] = (), end_vad_score: float | None = None,
+                   heard: LastWord | None = None) -> Piece:
     if end_s - start_s < cfg.min_segment_s:
         return Piece(start_s, end_s, text, reject="too_short",
                      detail=f"{end_s - start_s:.2f} s of sound < min_segment_s {cfg.min_segment_s:g} s")
-    return Piece(start_s, end_s, text, *detect_cutoff(audio, sr, start_s, end_s, cfg.cutoff, words, end_vad_score, heard))
+    cut = detect_cutoff(audio, sr, start_s, end_s, cfg.cutoff, words, end_vad_score, heard)
+    return Piece(start_s, end_s, text, *cut)
 
 
 # ----------------------------------------------------------------------------- short utterances
@@ -92,7 +94,8 @@ def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioCo
         if check_speech or check_end:
             vad = get_segmenter().clip_vad(clip, sr, cfg.cutoff.edge_vad_window_s)
         if check_last_word:
-            heard = last_word(get_segmenter().transcribe(soxr.resample(clip, sr, MODEL_SR)), text, end - start)
+            words = get_segmenter().transcribe(soxr.resample(clip, sr, MODEL_SR), sampling_fallback=False)
+            heard = last_word(words, text, end - start)
     piece = _checked_piece(audio, sr, start, end, text.strip(), cfg,
                            end_vad_score=vad.end_score if vad is not None and check_end else None, heard=heard)
     if piece.reject or vad is None or not check_speech:
@@ -198,11 +201,12 @@ class Segmenter:
         speech_s = speech_seconds(self.speech_regions(window, scores), 0.0, len(audio16k) / MODEL_SR)
         return ClipVad(speech_s, end_score)
 
-    def transcribe(self, audio16k: np.ndarray) -> list[Word]:
-        """Words with times (s from the start of `audio16k`)."""
+    def transcribe(self, audio16k: np.ndarray, sampling_fallback: bool = True) -> list[Word]:
+        """Words with times (s from the start of `audio16k`). Without `sampling_fallback`, beam search at
+        temperature 0 only: the same audio always gives the same words (no cache keeps them)."""
         segments, _ = self.whisper.transcribe(audio16k, language=self.cfg.language, beam_size=BEAM_SIZE,
                                               word_timestamps=True, condition_on_previous_text=False,
-                                              vad_filter=False)
+                                              vad_filter=False, **({} if sampling_fallback else {"temperature": 0.0}))
         words = [Word(w.start, w.end, w.word) for s in segments for w in (s.words or [])]
         if self.aligner is None or not words:
             return words

@@ -69,7 +69,8 @@ HEARD = [Word(0.2, 1.0, " A"), Word(1.0, 2.0, " plausible"), Word(2.0, 2.95, " t
 
 def models(end_vad_score: float, words: list[Word]) -> SimpleNamespace:
     """A stand-in for the Segmenter: its VAD's end score and the words Whisper hears."""
-    return SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, end_vad_score), transcribe=lambda a: words)
+    return SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, end_vad_score),
+                           transcribe=lambda a, **_: words)
 
 
 def noise_with_weak_end(seconds: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
@@ -106,7 +107,7 @@ def test_whisper_last_word_drops_a_vad_flag_and_flags_another_word_heard_at_the_
     assert not segment_utterance(audio, SR, TEXT, off, lambda: models(0.3, cut)).cutoff_end
     assert segment_utterance(weak, SR, TEXT, off, lambda: models(0.9, HEARD)).cutoff_end    # no veto when off
     unasked = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.9),
-                              transcribe=lambda a: pytest.fail("transcribed a clip of a skipped source"))
+                              transcribe=lambda a, **_: pytest.fail("transcribed a clip of a skipped source"))
     assert segment_utterance(weak, SR, TEXT, CFG, lambda: unasked, check_last_word=False).cutoff_end
 
 
@@ -115,7 +116,7 @@ def test_sources_listed_in_last_word_skip_sources_are_not_transcribed(tmp_path):
     write(tmp_path / "clip.flac", weak, SR)
     calls = []
     segmenter = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.9),
-                                transcribe=lambda a: calls.append(len(a)) or HEARD)
+                                transcribe=lambda a, **_: calls.append(len(a)) or HEARD)
     rows = [{"file_id": name * 16, "audio_path": "clip.flac", "sample_rate": SR, "duration_s": 3.0,
              "speaker": "s", "split": "train", "source_sha256": "0", "source_name": name, "text": TEXT,
              "transcribed": True} for name in (CFG.cutoff.last_word_skip_sources[0], "recorded")]

@@ -28,10 +28,11 @@ def clip(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def test_given_text_clip_without_vad_speech_is_no_speech_detected():
-    vad = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(0.2, 0.0), transcribe=lambda a: [])  # 0.2 s of speech in 3 s of sound
+    # 0.2 s of speech in 3 s of sound
+    vad = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(0.2, 0.0), transcribe=lambda a, **_: [])
     piece = segment_utterance(clip(3.0), SR, "A plausible transcript.", CFG, lambda: vad)
     assert piece.reject == "no_speech_detected" and "0.20 s of speech" in piece.detail
-    heard = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.0, 0.1), transcribe=lambda a: [])
+    heard = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.0, 0.1), transcribe=lambda a, **_: [])
     assert segment_utterance(clip(3.0), SR, "Speech.", CFG, lambda: heard).reject is None
     off = replace(CFG, speech_check=replace(CFG.speech_check, min_speech_fraction=0.0),
                   cutoff=replace(CFG.cutoff, edge_vad_score=0.0, last_word_gap_s=0.0))
@@ -44,11 +45,11 @@ def test_vad_hearing_speech_up_to_the_end_flags_the_end_as_cut_off():
     audio = clip(3.0)
     weak = audio.copy()
     weak[-int(0.3 * SR):] += (0.62 * np.sin(2 * np.pi * 300.0 * np.arange(int(0.3 * SR)) / SR)).astype(np.float32)
-    speaking = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.9), transcribe=lambda a: [])
+    speaking = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.9), transcribe=lambda a, **_: [])
     assert not segment_utterance(weak, SR, "A plausible transcript.", CFG).cutoff_end     # energy tests only
     piece = segment_utterance(weak, SR, "A plausible transcript.", CFG, lambda: speaking)
     assert piece.reject is None and piece.cutoff_end and "VAD speech score 0.90 over the last 0.1 s" in piece.cutoff_reason
-    quiet_end = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.3), transcribe=lambda a: [])
+    quiet_end = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.3), transcribe=lambda a, **_: [])
     assert not segment_utterance(weak, SR, "A plausible transcript.", CFG, lambda: quiet_end).cutoff_end
     assert not segment_utterance(audio, SR, "A plausible transcript.", CFG, lambda: speaking).cutoff_end
 
