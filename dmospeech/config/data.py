@@ -73,6 +73,8 @@ class CutoffConfig:
     last_word_gap_s: float    # given-text clips: the end is cut off when the last word Whisper hears is not the
                               # text's last word and ends less than this before the end; a heard last word equal
                               # to the text's overrides the VAD rule (0: off; needs Whisper on every such clip)
+    last_word_max_cer: float  # a heard last word this close to the text's (CER), and not its beginning, is the same
+                              # word spelt another way (a name); a cut word is heard as its beginning
     last_word_skip_sources: tuple[str, ...]  # sources not checked so (Whisper misreads synthetic speech)
 
 

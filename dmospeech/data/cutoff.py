@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import jiwer
 import numpy as np
 
 from dmospeech.config import CutoffConfig
@@ -40,21 +41,23 @@ class Word:
 @dataclass(frozen=True)
 class LastWord:
     """The last word Whisper hears in a given-text clip against the text's own, both normalised as WER
-    compares them; `gap_s`: seconds from its end to the clip's end (None when nothing is heard)."""
+    compares them; `gap_s`: seconds from its end to the clip's end (None when nothing is heard);
+    `matches`: the same word, or the same spelt another way (see last_word)."""
     heard: str
     given: str
     gap_s: float | None
-
-    @property
-    def matches(self) -> bool:
-        return bool(self.heard) and self.heard == self.given
+    matches: bool
 
 
-def last_word(words: Sequence[Word], text: str, duration_s: float) -> LastWord:
-    """`LastWord` of the clip whose recognised `words` (times from the clip start) and given `text` these are."""
+def last_word(words: Sequence[Word], text: str, duration_s: float, max_cer: float = 0.0) -> LastWord:
+    """`LastWord` of the clip whose recognised `words` (times from the clip start) and given `text` these are.
+    A heard word within `max_cer` (character error rate) of the given one matches, unless it is the given
+    word's beginning: Whisper spells names its own way (whitmore for whittemore), and hears a word cut
+    short as its first part (development for developments)."""
     heard, given = normalize_for_wer("".join(w.text for w in words)).split(), normalize_for_wer(text).split()
-    return LastWord(heard[-1] if heard else "", given[-1] if given else "",
-                    duration_s - words[-1].end if words else None)
+    heard, given = heard[-1] if heard else "", given[-1] if given else ""
+    matches = bool(heard) and (heard == given or (not given.startswith(heard) and jiwer.cer(given, heard) <= max_cer))
+    return LastWord(heard, given, duration_s - words[-1].end if words else None, matches)
 
 
 def frame_geometry(sr: int) -> tuple[int, int]:
