@@ -40,3 +40,12 @@ def child_env() -> dict:
     if env.pop("PYTHONDONTWRITEBYTECODE", None):
         env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "dmospeech-pycache"))
     return env
+
+
+def noise_with_weak_end(seconds: float = 3.0, sr: int = 48_000) -> tuple[np.ndarray, np.ndarray]:
+    """White noise, and the same with a weak tone in its last 0.3 s (5 dB above the noise: under the cut-off
+    energy tests' floor margin, so only the VAD rule or the last word can flag that end)."""
+    audio = (0.3 * np.random.default_rng(0).standard_normal(int(seconds * sr))).astype(np.float32)
+    weak = audio.copy()
+    weak[-int(0.3 * sr):] += (0.62 * np.sin(2 * np.pi * 300.0 * np.arange(int(0.3 * sr)) / sr)).astype(np.float32)
+    return audio, weak

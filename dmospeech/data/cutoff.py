@@ -9,13 +9,12 @@ measures the flag rates on clean, noisy and mid-word-cut dev clips.
 
 Given-text clips also have Whisper's last word (`LastWord`): a word the recording stops in is heard as
 another word or not at all, and a correct last word heard shows that the VAD's speech score at the end
-was the noise or the word's own decay (issue 25: this brought held-out mid-word cuts in 10 dB noise from
-86 % to 90 % flagged and uncut noisy clips from 6 % to 1 %).
+was the noise or the word's own decay (the README gives the flag rates with and without it).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jiwer
 import numpy as np

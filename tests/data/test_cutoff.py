@@ -14,7 +14,7 @@ from benchmarks.cutoff_snr import load_clips, mid_word_cut, peak_only, with_nois
 from dmospeech.data.cutoff import Word, detect_cutoff, last_word, noise_floor_db
 from dmospeech.data.segment import MODEL_SR, Segmenter, segment_shard, segment_utterance
 from dmospeech.data.speech import ClipVad
-from tests.helpers import params, write
+from tests.helpers import noise_with_weak_end, params, write
 
 SR = 48_000
 CFG = params().segment_audio
@@ -71,15 +71,6 @@ def models(end_vad_score: float, words: list[Word]) -> SimpleNamespace:
     """A stand-in for the Segmenter: its VAD's end score and the words Whisper hears."""
     return SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, end_vad_score),
                            transcribe=lambda a, **_: words)
-
-
-def noise_with_weak_end(seconds: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-    """White noise, and the same with a weak tone in its last 0.3 s (5 dB above the noise: under the energy
-    tests' floor margin, so only the VAD rule or the last word can flag that end)."""
-    audio = (0.3 * np.random.default_rng(0).standard_normal(int(seconds * SR))).astype(np.float32)
-    weak = audio.copy()
-    weak[-int(0.3 * SR):] += (0.62 * np.sin(2 * np.pi * 300.0 * np.arange(int(0.3 * SR)) / SR)).astype(np.float32)
-    return audio, weak
 
 
 def test_last_word_is_compared_as_wer_compares_words_and_a_name_spelt_another_way_matches():

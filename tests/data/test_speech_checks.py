@@ -16,7 +16,7 @@ from dmospeech.data.cutoff import Word
 from dmospeech.data.resample import condition_file
 from dmospeech.data.segment import Segmenter, segment_utterance
 from dmospeech.data.speech import ClipVad, collapse_detail, filled_window, speech_seconds
-from tests.helpers import params
+from tests.helpers import noise_with_weak_end, params
 
 SR = 48_000
 CFG = params().segment_audio
@@ -42,9 +42,7 @@ def test_given_text_clip_without_vad_speech_is_no_speech_detected():
 def test_vad_hearing_speech_up_to_the_end_flags_the_end_as_cut_off():
     """Noise hides a weak last phone from the energy tests (5 dB above the noise, under their 8-dB floor
     margin); the VAD still scores speech up to the cut. Noise alone at the end is not flagged."""
-    audio = clip(3.0)
-    weak = audio.copy()
-    weak[-int(0.3 * SR):] += (0.62 * np.sin(2 * np.pi * 300.0 * np.arange(int(0.3 * SR)) / SR)).astype(np.float32)
+    audio, weak = noise_with_weak_end()
     speaking = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.9), transcribe=lambda a, **_: [])
     assert not segment_utterance(weak, SR, "A plausible transcript.", CFG).cutoff_end     # energy tests only
     piece = segment_utterance(weak, SR, "A plausible transcript.", CFG, lambda: speaking)
