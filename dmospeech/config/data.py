@@ -76,6 +76,8 @@ class CutoffConfig:
     last_word_max_cer: float  # a heard last word this close to the text's (CER), and not its beginning, is the same
                               # word spelt another way (a name); a cut word is heard as its beginning
     last_word_skip_sources: tuple[str, ...]  # sources not checked so (Whisper misreads synthetic speech)
+    last_word_clear_s: float  # a heard last word that is the text's and ends at least this long before the end
+                              # also overrides the energy tests' end flag: a word cut short runs to the end (0: off)
 
 
 @dataclass(frozen=True)

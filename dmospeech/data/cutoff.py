@@ -140,8 +140,10 @@ def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg:
     also cut off when the VAD's mean speech score over its last `edge_vad_window_s` (`end_vad_score`) is above
     `edge_vad_score` and a frame there is `edge_vad_floor_db` above the floor, unless Whisper's last word
     (`heard`) is the text's. With `heard`, the end is also cut off when the last word heard is not the
-    text's and ends less than `last_word_gap_s` before the end. Returns (cutoff_start, cutoff_end, reason
-    or None)."""
+    text's and ends less than `last_word_gap_s` before the end; and when it is the text's and ends at least
+    `last_word_clear_s` before the end, the energy tests do not flag the end (a recording trimmed tightly
+    after its last sound; a word cut short is heard running to the end). Returns (cutoff_start, cutoff_end,
+    reason or None)."""
     segment = time_slice(audio, sr, start_s, end_s)
     peak = float(frame_db(segment, sr).max())
     floor = noise_floor_db(audio, sr, start_s, end_s, cfg.floor_percentile)
@@ -151,14 +153,17 @@ def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg:
     def speech(level: float, re_peak_db: float) -> bool:
         return level - peak > re_peak_db and level - floor > cfg.edge_floor_db
 
+    # a word cut short runs to the end; the text's last word heard ending clear of it shows a tight trim
+    word_clear = (heard is not None and heard.matches and heard.gap_s is not None and cfg.last_word_clear_s > 0
+                  and heard.gap_s >= cfg.last_word_clear_s)
     if peak > SILENCE_FLOOR_DB:
         for edge, samples in (("start", segment[:window]), ("end", segment[-window:])):
             level = _rms_db(samples)
-            if speech(level, cfg.edge_energy_db):
+            if speech(level, cfg.edge_energy_db) and not (edge == "end" and word_clear):
                 reasons[edge].append(f"edge level {level - peak:.1f} dB re loudest frame > {cfg.edge_energy_db:g} dB, "
                                      f"{level - floor:.1f} dB above the noise floor")
         tail = float(frame_db(segment[-max(1, int(round(cfg.tail_window_s * sr))):], sr).max())
-        if not reasons["end"] and speech(tail, cfg.tail_energy_db):
+        if not reasons["end"] and not word_clear and speech(tail, cfg.tail_energy_db):
             reasons["end"].append(f"a frame of the last {cfg.tail_window_s:g} s at {tail - peak:.1f} dB re loudest "
                                   f"frame > {cfg.tail_energy_db:g} dB, {tail - floor:.1f} dB above the noise floor")
     if (end_vad_score is not None and cfg.edge_vad_score > 0 and not reasons["end"] and not (heard and heard.matches)

@@ -11,7 +11,7 @@ import pytest
 import soxr
 
 from benchmarks.cutoff_snr import load_clips, mid_word_cut, peak_only, with_noise
-from dmospeech.data.cutoff import Word, detect_cutoff, last_word, noise_floor_db
+from dmospeech.data.cutoff import LastWord, Word, detect_cutoff, last_word, noise_floor_db
 from dmospeech.data.segment import MODEL_SR, Segmenter, segment_shard, segment_utterance
 from dmospeech.data.speech import ClipVad
 from tests.helpers import noise_with_weak_end, params, write
@@ -105,6 +105,23 @@ def test_whisper_last_word_drops_a_vad_flag_and_flags_another_word_heard_at_the_
     unasked = SimpleNamespace(clip_vad=lambda audio, sr, window: ClipVad(2.5, 0.9),
                               transcribe=lambda a, **_: pytest.fail("transcribed a clip of a skipped source"))
     assert segment_utterance(weak, SR, TEXT, CFG, lambda: unasked, check_last_word=False).cutoff_end
+
+
+def test_the_texts_last_word_heard_clear_of_the_end_overrides_the_energy_tests():
+    """A recording trimmed tightly after its last sound looks cut to the energy tests; the text's last word heard
+    ending last_word_clear_s or more before the end shows it is whole. A word cut short is heard running to the
+    end, and another word heard is no evidence, so both keep the energy flag."""
+    closure = np.concatenate([silence(0.5), tone(1.0), silence(0.04)])   # loud 40 ms before the end
+    end_s = len(closure) / SR
+    clear_gap = CFG.cutoff.last_word_clear_s
+    assert clear_gap > 0 and detect_cutoff(closure, SR, 0.0, end_s, CFG.cutoff)[1]
+    heard = LastWord("transcript", "transcript", clear_gap + 0.01, True)
+    assert detect_cutoff(closure, SR, 0.0, end_s, CFG.cutoff, heard=heard) == (False, False, None)
+    for kept in (replace(heard, gap_s=clear_gap - 0.05), replace(heard, heard="transcr", matches=False, gap_s=0.5)):
+        assert detect_cutoff(closure, SR, 0.0, end_s, CFG.cutoff, heard=kept)[1]
+    off = replace(CFG.cutoff, last_word_clear_s=0.0)
+    assert detect_cutoff(closure, SR, 0.0, end_s, off, heard=heard)[1]
+    assert detect_cutoff(closure, SR, 0.5, end_s, CFG.cutoff, heard=heard)[:2] == (True, False)  # the start's stays
 
 
 def test_sources_listed_in_last_word_skip_sources_are_not_transcribed(tmp_path):
