@@ -155,6 +155,7 @@ def ddp_worker(result: str, tiny: bool) -> None:
         loop = replace(cfg.loop, max_steps=2, num_workers=0, checkpoint_every=2, keep_checkpoints=1, log_every=1,
                        valid_every=0, out_dir=f"{tmp}/codec", report_dir=f"{tmp}/report",
                        batch_seconds=2 * cfg.crop_seconds, max_batch_items=2)
+        cfg = replace(cfg, semantic=replace(cfg.semantic, cache_dir=f"{tmp}/whisper_states"))  # on in the tiny profile
         task = CodecTask(cfg, clips, [], loop.report_dir)
         started = time.perf_counter()
         out = train(task, loop, task.run_config())

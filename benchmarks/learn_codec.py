@@ -1,5 +1,7 @@
 """Does the tiny codec learn on real speech? Trains it on CPU for a time budget and prints the
-multi-scale mel loss on held-out clips at step 0 and at the end (EMA weights).
+multi-scale mel loss on held-out clips at step 0 and at the end (EMA weights), and with the semantic
+term (train_codec.semantic, --semantic-weight; 0 trains without it and its head) its held-out
+semantic loss beside it. The Whisper states are cached in OUT/whisper_states, which a rerun keeps.
 
 With --encoder-from CODEC_CHECKPOINT it trains the fast decoder instead (train_fast_decoder's
 settings): that codec's encoder is frozen and a Vocos-style decoder learns its latents. It also
@@ -7,7 +9,7 @@ prints the mel loss of the codec's own (DAC) decoder on the same held-out clips.
 
 Usage: python benchmarks/learn_codec.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
        [--valid-clips 8] [--out runs/learn_codec] [--params params.yaml] [--encoder-from CKPT]
-       [--valid-every N] [--threads 2]
+       [--valid-every N] [--threads 2] [--semantic-weight W]
 
 Every audio file below the folders is used (any rate; converted to 48 kHz mono FLAC with the
 resample_audio settings). Decoded clips and a spectrogram comparison go to OUT/report/samples.
@@ -61,10 +63,16 @@ def main() -> None:
                         help="a trained codec checkpoint: train the fast decoder on its frozen encoder")
     parser.add_argument("--valid-every", type=int, default=10**9, help="validation curve in OUT/report/dvclive")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--semantic-weight", type=float, default=None,
+                        help="train_codec.semantic.weight (default: the params'); 0 also drops the semantic head "
+                             "(the fast decoder never has the term)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
-    shutil.rmtree(args.out, ignore_errors=True)
+    states_dir = args.out / "whisper_states"
+    for child in args.out.glob("*"):   # a fresh run, except for the cached Whisper states
+        if child != states_dir:
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     train_clips = prepare_clips(args.train, args.out / "audio" / "train", params.resample_audio)
     valid_clips = prepare_clips(args.valid, args.out / "audio" / "valid", params.resample_audio)
     valid_clips = sorted(valid_clips, key=lambda c: -c.duration_s)[: args.valid_clips]
@@ -73,26 +81,38 @@ def main() -> None:
                    valid_every=args.valid_every, out_dir=str(args.out / "checkpoints"),
                    report_dir=str(args.out / "report"))
     if args.encoder_from is None:
-        cfg = replace(params.train_codec, loop=loop)
+        cfg = params.train_codec
+        weight = cfg.semantic.weight if args.semantic_weight is None else args.semantic_weight
+        cfg = replace(cfg, loop=loop, semantic=replace(cfg.semantic, weight=weight, cache_dir=str(states_dir)),
+                      model=replace(cfg.model, semantic_dim=cfg.model.semantic_dim if weight > 0 else 0))
     else:
         own_codec = Codec.from_checkpoint(args.encoder_from)
         cfg = replace(params.train_fast_decoder, loop=loop).codec_training(own_codec.cfg)
+    started = time.perf_counter()
     task = CodecTask(cfg, train_clips, valid_clips, loop.report_dir, encoder_from=args.encoder_from)
     print(f"train: {len(train_clips)} clips, {sum(c.duration_s for c in train_clips) / 60:.1f} min; "
           f"valid: {len(valid_clips)} clips of up to {cfg.valid_seconds:g} s")
+    if task.targets is not None:
+        print(f"semantic term: weight {cfg.semantic.weight:g} from step {cfg.semantic.start_step}; Whisper "
+              f"{cfg.semantic.whisper_model} states in {time.perf_counter() - started:.1f} s ({states_dir})")
     torch.manual_seed(loop.seed)
     task.parts()
     if args.encoder_from is not None:
         print(f"fast decoder on the frozen encoder of {args.encoder_from}; that codec's own decoder scores "
               f"validation mel loss {task.validation_mel_loss(own_codec):.3f}")
-    before = task.validation_mel_loss(task._parts["codec"].module)
+    codec = task._parts["codec"].module
+    before = {"valid/mel_loss": task.validation_mel_loss(codec)}
+    if task.targets is not None:
+        before["valid/semantic_loss"] = task.validation_semantic_loss(codec)
     start = time.perf_counter()
     result = train(task, loop, task.run_config())
     minutes = (time.perf_counter() - start) / 60
-    after = task.validate(result.step)["valid/mel_loss"]
+    after = task.validate(result.step)
     print(f"steps: {result.step} in {minutes:.1f} min ({result.stop_reason})")
-    print(f"validation mel loss: step 0 {before:.3f} -> step {result.step} {after:.3f} "
-          f"({100 * (before - after) / before:.1f} % lower)")
+    for key, name in (("valid/mel_loss", "mel"), ("valid/semantic_loss", "semantic")):
+        if key in before:
+            print(f"validation {name} loss: step 0 {before[key]:.3f} -> step {result.step} {after[key]:.3f} "
+                  f"({100 * (before[key] - after[key]) / before[key]:.1f} % lower)")
     print(f"samples: {Path(loop.report_dir) / 'samples'}")
 
 

@@ -51,8 +51,8 @@ class StageStep:
 
 
 def _audio_batch(sample_rate: int) -> Callable:
-    def batch(items: int, seconds: float, g: torch.Generator) -> torch.Tensor:
-        return 0.1 * torch.randn(items, 1, int(round(seconds * sample_rate)), generator=g)   # (b, 1, t)
+    def batch(items: int, seconds: float, g: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"audio": 0.1 * torch.randn(items, 1, int(round(seconds * sample_rate)), generator=g)}   # (b, 1, t)
     return batch
 
 
@@ -86,13 +86,21 @@ def codec_step(params: Params, report_dir: str, fast_decoder: bool = False) -> S
         parts = task.parts()
         parts[0].module.encoder.requires_grad_(False)   # as load_frozen_encoder: only the decoder trains
     else:
-        cfg = params.train_codec
+        cfg = codec_config(params)
         task = CodecTask(cfg, [], [], report_dir)
         parts = task.parts()
     sample_rate = params.train_codec.model.sample_rate
+    notes = [] if fast_decoder or cfg == params.train_codec else ["semantic term off (the paper's codec)"]
     return StageStep("train_fast_decoder" if fast_decoder else "train_codec", task, parts, {},
                      _audio_batch(sample_rate), cfg.crop_seconds, cfg.loop.max_batch_items, cfg.loop.max_steps,
-                     steps=(cfg.adversarial_start_step,))
+                     steps=(cfg.adversarial_start_step,), notes=notes)
+
+
+def codec_config(params: Params):
+    """The codec as the paper trains it: without the semantic head and term (the tiny profile's are
+    a Whisper-taught addition)."""
+    cfg = params.train_codec
+    return replace(cfg, model=replace(cfg.model, semantic_dim=0), semantic=replace(cfg.semantic, weight=0.0))
 
 
 def teacher_step(params: Params, report_dir: str, depth: int | None = None) -> StageStep:

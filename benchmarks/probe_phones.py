@@ -31,9 +31,9 @@ from dmospeech.config import load_params
 from dmospeech.codec.folder_corpus import build_folder_corpus
 from dmospeech.codec.latent_text import FRAME_RATE, LatentTextDataset, LatentTextItem
 from dmospeech.codec.latents import LatentStore
-from dmospeech.critics.whisper_states import segment_audio_16k, states_at_latent_rate, whisper_encoder_states
+from dmospeech.critics.whisper_states import segment_audio_16k, whisper_encoder_states
 from dmospeech.critics.whisper_phones import fit_phone_head, head_phone_error_rate, phone_log_posteriors
-from dmospeech.critics.asr_trainer import channel_stats
+from dmospeech.data.whisper_states import channel_stats, states_at_latent_rate
 
 MEL_RATE, MEL_HOP = 16000, 400  # 40 frames per second, the latents' rate
 

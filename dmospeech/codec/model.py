@@ -2,7 +2,8 @@
 blocks with the residual vector quantiser replaced by a Gaussian bottleneck; optionally a
 Vocos-style fast decoder (vocos' ConvNeXt backbone and ISTFT head) in place of DAC's decoder.
 
-Shapes: b batch, t samples (48 kHz), n latent frames (t / hop, 40 Hz), c latent channels (64).
+Shapes: b batch, t samples (48 kHz), n latent frames (t / hop, 40 Hz), c latent channels (64),
+d semantic width (Whisper's, 512 for base).
 """
 from __future__ import annotations
 
@@ -91,7 +92,9 @@ def istft_same(spectrum: torch.Tensor, window: torch.Tensor, hop: int) -> torch.
 
 
 class Codec(nn.Module):
-    """encode(audio) -> (mean, logscale); decode(latents) -> audio; forward = both with eq. 11."""
+    """encode(audio) -> (mean, logscale); decode(latents) -> audio; forward = both with eq. 11. With
+    `cfg.semantic_dim` > 0 also a semantic head on the posterior mean (training only, see
+    dmospeech.codec.semantic); encode and decode never read it."""
 
     def __init__(self, cfg: CodecConfig):
         super().__init__()
@@ -103,6 +106,7 @@ class Codec(nn.Module):
         self.encoder = Encoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim)
         self.decoder = (Decoder(cfg.latent_dim, cfg.decoder_dim, list(reversed(cfg.strides)))
                         if cfg.fast_decoder is None else FastDecoder(cfg.latent_dim, cfg.hop_length, cfg.fast_decoder))
+        self.semantic = nn.Conv1d(cfg.latent_dim, cfg.semantic_dim, 3, padding=1) if cfg.semantic_dim else None
         self.apply(init_weights)
 
     @property
@@ -138,11 +142,19 @@ class Codec(nn.Module):
         return decode_after(self.decode, latents, start, self.decode_context if context is None else context,
                             self.hop_length)
 
+    def predict_semantic(self, mean: torch.Tensor) -> torch.Tensor:
+        """The semantic head: posterior-mean latents (b, c, n) -> predicted Whisper states (b, n, d)."""
+        return self.semantic(mean).transpose(1, 2)
+
     def forward(self, audio: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
-        """Reparameterised z = mean + exp(logscale) * eps (eq. 11), decoded; audio_hat cut to t."""
+        """Reparameterised z = mean + exp(logscale) * eps (eq. 11), decoded; audio_hat cut to t. With
+        the semantic head, "semantic" (b, n, d) is its prediction from the mean (before sampling)."""
         mean, logscale = self.encode(audio)
         z = reparameterize(mean, logscale, torch.randn_like(mean)) if sample else mean
-        return {"audio_hat": self.decode(z)[..., : audio.shape[-1]], "mean": mean, "logscale": logscale, "z": z}
+        out = {"audio_hat": self.decode(z)[..., : audio.shape[-1]], "mean": mean, "logscale": logscale, "z": z}
+        if self.semantic is not None:
+            out["semantic"] = self.predict_semantic(mean)
+        return out
 
     @classmethod
     def from_checkpoint(cls, checkpoint_dir: str | Path, ema: bool = True) -> "Codec":

@@ -1,9 +1,11 @@
 """Codec training task (appendix C.1) for the shared loop: DAC-style alternating discriminator and
 generator updates, validation by the multi-scale mel loss on held-out clips with decoded wavs and
-a spectrogram comparison written to the report folder. With `encoder_from`, the encoder is a
-trained codec's, frozen, and only the decoder learns (train_fast_decoder).
+a spectrogram comparison written to the report folder. With `cfg.semantic.weight` > 0 the generator
+loss adds the semantic term (dmospeech.codec.semantic) and validation its held-out loss. With
+`encoder_from`, the encoder is a trained codec's, frozen, and only the decoder learns
+(train_fast_decoder; no semantic term).
 
-Shapes: b batch, t samples (48 kHz).
+Shapes: b batch, t samples (48 kHz), n latent frames (40 Hz), d Whisper width.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from dmospeech.config import TrainCodecConfig
 from dmospeech.data.datasets import Clip, CropDataset, load_clip, stack_audio
 from dmospeech.codec.model import Codec
 from dmospeech.codec.loss import CodecLoss, build_discriminator
+from dmospeech.codec.semantic import SemanticCrops, SemanticTargets, collate_semantic, semantic_loss
 from dmospeech.ops.training import Part
 
 
@@ -30,8 +33,21 @@ class CodecTask:
                  report_dir: str | Path, encoder_from: str | Path | None = None):
         self.cfg = cfg
         self.encoder_from = None if encoder_from is None else Path(encoder_from)
-        self.dataset = CropDataset(train_clips, cfg.crop_seconds, cfg.model.sample_rate)
+        check_semantic_settings(cfg, self.encoder_from)
+        hop = cfg.model.hop_length
+        self.targets = None                       # SemanticTargets while the semantic term is on
+        if cfg.semantic.weight > 0:
+            self.targets = SemanticTargets(train_clips, valid_clips, cfg.semantic, cfg.model.sample_rate, hop)
+            if self.targets.dim != cfg.model.semantic_dim:
+                raise ValueError(f"train_codec.model.semantic_dim is {cfg.model.semantic_dim} but Whisper "
+                                 f"{cfg.semantic.whisper_model!r} states are {self.targets.dim} wide: set it to "
+                                 f"{self.targets.dim}")
+            crops = CropDataset(train_clips, cfg.crop_seconds, cfg.model.sample_rate, align=hop)
+            self.dataset = SemanticCrops(crops, self.targets, hop)
+        else:
+            self.dataset = CropDataset(train_clips, cfg.crop_seconds, cfg.model.sample_rate)
         self.durations = self.dataset.durations
+        self.valid_clips = list(valid_clips)
         self.valid_audio = [load_clip(c, cfg.model.sample_rate)[: int(cfg.valid_seconds * cfg.model.sample_rate)]
                             for c in valid_clips]
         self.valid_ids = [c.clip_id for c in valid_clips]
@@ -39,16 +55,24 @@ class CodecTask:
         self._parts: dict[str, Part] = {}
         self.loss: CodecLoss | None = None
 
-    def collate(self, items: list) -> torch.Tensor:
-        return stack_audio(items)
+    def collate(self, items: list) -> dict[str, torch.Tensor]:
+        """{"audio": (b, 1, t)}; with the semantic term also "states" (b, n, d) and "state_mask" (b, n)."""
+        return {"audio": stack_audio(items)} if self.targets is None else collate_semantic(items)
 
     def run_config(self) -> dict:
         """Saved with every checkpoint: the model config (`Codec.from_checkpoint` rebuilds from it) and
-        every setting that changes the training maths, so a resume with different ones is refused."""
+        every setting that changes the training maths, so a resume with different ones is refused.
+        Without the semantic term, neither it nor `model.semantic_dim` is recorded: the run config is
+        the one of codecs trained before the term existed, which therefore still resume."""
         cfg = asdict(self.cfg)
         for key in ("valid_clips", "valid_seconds"):
             cfg.pop(key)
         cfg["loop"] = {k: cfg["loop"][k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}
+        semantic = cfg.pop("semantic")
+        if self.targets is not None:
+            cfg["semantic"] = {k: semantic[k] for k in ("weight", "start_step", "whisper_model")}
+        if not cfg["model"]["semantic_dim"]:
+            cfg["model"].pop("semantic_dim")
         if self.encoder_from is not None:
             cfg["encoder_from"] = str(self.encoder_from)
         return {"task": "codec", **cfg}
@@ -76,9 +100,11 @@ class CodecTask:
         codec.encoder.load_state_dict(source.encoder.state_dict())
         codec.encoder.requires_grad_(False)
 
-    def train_step(self, audio: torch.Tensor, step: int, update) -> dict[str, float]:
-        """One DAC step: D on real vs detached reconstructions, then G (eq. 13 + mel + GAN)."""
+    def train_step(self, batch: dict[str, torch.Tensor], step: int, update) -> dict[str, float]:
+        """One DAC step: D on real vs detached reconstructions, then G (eq. 13 + mel + GAN, plus
+        semantic.weight x the semantic loss from semantic.start_step)."""
         self.loss.gan.discriminator = self._parts["discriminator"].model  # DDP wrapper under torchrun
+        audio = batch["audio"]
         out = self._parts["codec"].model(audio)
         logs: dict[str, float] = {}
         adversarial = step >= self.cfg.adversarial_start_step
@@ -86,15 +112,23 @@ class CodecTask:
             d_losses, d_logs = self.loss.discriminator_losses(out["audio_hat"], audio)
             logs |= d_logs | update("discriminator", d_losses["adv/disc_loss"])
         g_losses, g_logs = self.loss.generator_losses(out, audio, adversarial)
-        return logs | g_logs | {"loss/total": g_logs["loss/generator"]} | update("codec", g_losses["loss/generator"])
+        total = g_losses["loss/generator"]
+        if self.targets is not None:  # before start_step weighted 0: the head still gets a (zero) gradient, as DDP needs
+            s_losses, s_logs = semantic_loss(out["semantic"], batch["states"], batch["state_mask"])
+            weight = self.cfg.semantic.weight if step >= self.cfg.semantic.start_step else 0.0
+            total = total + weight * s_losses["semantic/loss"]
+            logs |= s_logs
+        return logs | g_logs | {"loss/total": float(total.detach())} | update("codec", total)
 
     def validate(self, step: int) -> dict[str, float]:
-        """Held-out mel loss and samples, with the codec's EMA weights."""
+        """Held-out mel loss (and semantic loss, with the term) and samples, with the codec's EMA weights."""
         self.loss.gan.discriminator = self._parts["discriminator"].module
         with self._parts["codec"].ema_weights() as codec:
-            mel = self.validation_mel_loss(codec)
+            metrics = {"valid/mel_loss": self.validation_mel_loss(codec)}
+            if self.targets is not None:
+                metrics["valid/semantic_loss"] = self.validation_semantic_loss(codec)
             self.write_samples(codec, step)
-        return {"valid/mel_loss": mel}
+        return metrics
 
     @torch.no_grad()
     def validation_mel_loss(self, codec: Codec) -> float:
@@ -103,6 +137,16 @@ class CodecTask:
         for audio in self.valid_audio:
             x = torch.from_numpy(audio)[None, None]
             losses.append(float(self.loss.mel_loss(codec(x, sample=False)["audio_hat"], x)))
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def validation_semantic_loss(self, codec: Codec) -> float:
+        """Mean semantic loss (the training term, unweighted) of the validation clips."""
+        losses = []
+        for clip, audio in zip(self.valid_clips, self.valid_audio):
+            predicted = codec.predict_semantic(codec.encode(torch.from_numpy(audio)[None, None])[0])   # (1, n, d)
+            states, mask = self.targets.crop(clip, 0, predicted.shape[1])
+            losses.append(float(semantic_loss(predicted, states[None], mask[None])[0]["semantic/loss"]))
         return float(np.mean(losses))
 
     @torch.no_grad()
@@ -119,6 +163,19 @@ class CodecTask:
         if pairs:
             spectrogram_png(pairs, self.cfg.model.sample_rate, out / "spectrograms.png", title=f"step {step}")
             write_text_atomic(out / "step.txt", f"{step}\n")
+
+
+def check_semantic_settings(cfg: TrainCodecConfig, encoder_from: Path | None) -> None:
+    """The semantic term needs the head and a trainable encoder; a head needs the term to learn."""
+    weight, width = cfg.semantic.weight, cfg.model.semantic_dim
+    if weight > 0 and not width:
+        raise ValueError("train_codec.semantic.weight > 0 needs train_codec.model.semantic_dim (the Whisper width: "
+                         "512 for base)")
+    if weight <= 0 and width:
+        raise ValueError(f"train_codec.model.semantic_dim is {width} but semantic.weight is {weight}: the head would "
+                         "never learn; set model.semantic_dim: 0 to train without the semantic term")
+    if weight > 0 and encoder_from is not None:
+        raise ValueError("the semantic term trains the encoder, which encoder_from freezes: set semantic.weight 0")
 
 
 def spectrogram_png(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], sample_rate: int, path: Path,

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 # Re-exported: one import site for every group.
-from dmospeech.config.codec import (CodecConfig, DiscriminatorConfig, EncodeLatentsConfig,  # noqa: F401
-                                    FastDecoderConfig, MelLossConfig, TrainCodecConfig, TrainFastDecoderConfig)
+from dmospeech.config.codec import (CodecConfig, CodecSemanticConfig, DiscriminatorConfig,  # noqa: F401
+                                    EncodeLatentsConfig, FastDecoderConfig, MelLossConfig, TrainCodecConfig,
+                                    TrainFastDecoderConfig)
 from dmospeech.config.compute import ComputeConfig  # noqa: F401
 from dmospeech.config.critics import (ASRDistillConfig, LatentASRConfig, LatentMaskingConfig,  # noqa: F401
                                       PhoneHeadConfig, SpeakerTeachersConfig, SpeakerVerifierConfig,

@@ -22,13 +22,15 @@ class FastDecoderConfig:
 @dataclass(frozen=True)
 class CodecConfig:
     """DAC encoder/decoder with a Gaussian (VAE) bottleneck; hop = prod(strides). With
-    `fast_decoder` set, that decoder replaces DAC's (the encoder and its latents are unchanged)."""
+    `fast_decoder` set, that decoder replaces DAC's (the encoder and its latents are unchanged).
+    `semantic_dim` > 0 adds the semantic head (train_codec.semantic), which only training reads."""
     sample_rate: int
     encoder_dim: int
     strides: tuple[int, ...]
     latent_dim: int
     decoder_dim: int
     fast_decoder: Optional[FastDecoderConfig] = None
+    semantic_dim: int = 0     # > 0: a head on the posterior-mean latents predicts Whisper states this wide
 
     @property
     def hop_length(self) -> int:
@@ -53,6 +55,20 @@ class MelLossConfig:
 
 
 @dataclass(frozen=True)
+class CodecSemanticConfig:
+    """Semantic distillation into the codec's latents, as Mimi, SpeechTokenizer and X-Codec distil
+    self-supervised features: the codec's head (`model.semantic_dim` wide) on the posterior-mean
+    latents predicts an offline faster-whisper model's encoder states of the same audio
+    (dmospeech.codec.semantic), with the recogniser's distillation loss, `weight` x it from
+    `start_step`. Weight 0: off (the paper profile), and no Whisper model is loaded."""
+    weight: float = 0.0
+    start_step: int = 0
+    whisper_model: str = "base"   # "base", "tiny.en" (both ship in pip packages) or a CTranslate2 folder
+    cache_dir: str = "data/codec_whisper_states"
+    threads: int = 1              # CTranslate2 threads while the states are computed
+
+
+@dataclass(frozen=True)
 class TrainCodecConfig:
     model: CodecConfig
     discriminator: DiscriminatorConfig
@@ -65,6 +81,7 @@ class TrainCodecConfig:
     optimizer: OptimizerConfig
     disc_optimizer: OptimizerConfig
     loop: TrainLoopConfig
+    semantic: CodecSemanticConfig = CodecSemanticConfig()
 
 
 @dataclass(frozen=True)
@@ -84,9 +101,11 @@ class TrainFastDecoderConfig:
     loop: TrainLoopConfig
 
     def codec_training(self, codec: CodecConfig) -> TrainCodecConfig:
-        """The train_codec settings that train `codec` with this decoder in place of its own."""
-        shared = {f.name: getattr(self, f.name) for f in fields(TrainCodecConfig) if f.name != "model"}
-        return TrainCodecConfig(model=replace(codec, fast_decoder=self.decoder), **shared)
+        """The train_codec settings that train `codec` with this decoder in place of its own, without
+        the semantic head and term (they train the encoder, which is frozen here)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(TrainCodecConfig)
+                  if f.name not in ("model", "semantic")}
+        return TrainCodecConfig(model=replace(codec, fast_decoder=self.decoder, semantic_dim=0), **shared)
 
 
 @dataclass(frozen=True)

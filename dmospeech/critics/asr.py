@@ -215,20 +215,6 @@ def ctc_loss(logits: torch.Tensor, latent_mask: torch.Tensor, phonemes: torch.Te
     return {"ctc/loss": loss}, {"ctc/loss": float(loss.detach()), "ctc/impossible": float((~possible).sum())}
 
 
-def distill_loss(predicted: torch.Tensor, target: torch.Tensor, latent_mask: torch.Tensor
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """DistilHuBERT's layer-prediction loss (Chang et al., 2022, eq. 1) per real frame,
-    (1/d)·|h - y|_1 - log sigmoid(cos(h, y)), averaged over the real frames of the batch; `predicted`
-    and `target` are (b, n, d). Returns ({"distill/loss"}, {"distill/loss", "distill/cosine"})."""
-    if predicted.shape != target.shape:
-        raise ValueError(f"distill_loss: prediction {tuple(predicted.shape)} and target {tuple(target.shape)} differ")
-    mask = latent_mask.bool()
-    h, y = predicted.float()[mask], target.float()[mask]                           # (frames, d)
-    cosine = F.cosine_similarity(h, y, dim=-1)
-    loss = ((h - y).abs().mean(-1) - F.logsigmoid(cosine)).mean()
-    return {"distill/loss": loss}, {"distill/loss": float(loss.detach()), "distill/cosine": float(cosine.detach().mean())}
-
-
 def posterior_distill_loss(logits: torch.Tensor, teacher_log_probs: torch.Tensor, latent_mask: torch.Tensor
                            ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Frame-level knowledge distillation of CTC (Takashima et al., 2018): KL(p_teacher || p_model) of

@@ -19,9 +19,9 @@ import torch
 from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.config import LatentMaskingConfig, TrainASRCriticConfig
 from dmospeech.codec.latent_text import LatentTextDataset, collate_latent_text, pad_stack
-from dmospeech.critics.whisper_states import states_at_latent_rate
-from dmospeech.critics.asr import (TASK, LatentASR, ctc_loss, ctc_min_frames, distill_loss, greedy_decode,
-                                  phone_error_rate, posterior_distill_loss)
+from dmospeech.data.whisper_states import channel_stats, distill_loss, states_at_latent_rate
+from dmospeech.critics.asr import (TASK, LatentASR, ctc_loss, ctc_min_frames, greedy_decode, phone_error_rate,
+                                  posterior_distill_loss)
 from dmospeech.critics.whisper_phones import fit_phone_head, phone_log_posteriors
 from dmospeech.ops.training import Part
 
@@ -45,19 +45,6 @@ def mask_latents(latents: torch.Tensor, cfg: LatentMaskingConfig) -> torch.Tenso
         start = int(torch.randint(0, c - width + 1, ()))
         z[:, start: start + width] = 0.0
     return z
-
-
-def channel_stats(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation (d,) over every frame of `states` (each (m, d)). The
-    distillation targets are standardised with them: Whisper's residual stream has a few channels
-    about 8x wider than the median one, which would otherwise dominate both the L1 and the cosine."""
-    count, total, squares = 0, 0.0, 0.0
-    for s in states:
-        s = s.double()
-        count, total, squares = count + len(s), total + s.sum(0), squares + (s * s).sum(0)
-    mean = total / count
-    std = (squares / count - mean * mean).clamp(min=1e-8).sqrt()
-    return mean.float(), std.float().clamp(min=1e-3)
 
 
 def impossible_items(dataset: LatentTextDataset) -> list[str]:

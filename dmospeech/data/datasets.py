@@ -44,12 +44,14 @@ def load_clip(clip: Clip, sample_rate: int) -> np.ndarray:
 
 class CropDataset(Dataset):
     """Random fixed-length crops of clips (codec training). A clip shorter than the crop is
-    zero-padded. Crop positions come from torch's RNG, so a resumed run repeats them."""
+    zero-padded. Crop positions come from torch's RNG, so a resumed run repeats them; with `align`
+    they are multiples of `align` samples (the codec's hop: crops then start on a latent frame)."""
 
-    def __init__(self, clips: Sequence[Clip], crop_seconds: float, sample_rate: int):
+    def __init__(self, clips: Sequence[Clip], crop_seconds: float, sample_rate: int, align: int = 1):
         self.clips = list(clips)
         self.crop = int(round(crop_seconds * sample_rate))
         self.sample_rate = sample_rate
+        self.align = align
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -59,10 +61,18 @@ class CropDataset(Dataset):
         return [self.crop / self.sample_rate] * len(self.clips)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        clip = self.clips[i]
-        n = int(clip.duration_s * self.sample_rate)
-        offset = int(torch.randint(0, max(1, n - self.crop + 1), ()).item()) / self.sample_rate
-        audio, _ = read_region(clip.path, clip.start_s + offset, clip.start_s + offset + self.crop / self.sample_rate)
+        return self.crop_at(i, self.random_offset(i))
+
+    def random_offset(self, i: int) -> int:
+        """A crop start in samples from clip i's start: a multiple of `align`, the crop inside the clip
+        when the clip is long enough."""
+        n = int(self.clips[i].duration_s * self.sample_rate)
+        return int(torch.randint(0, max(1, (n - self.crop) // self.align + 1), ()).item()) * self.align
+
+    def crop_at(self, i: int, offset: int) -> torch.Tensor:
+        """(t,) samples of clip i from `offset`, zero-padded to the crop length."""
+        clip, start = self.clips[i], offset / self.sample_rate
+        audio, _ = read_region(clip.path, clip.start_s + start, clip.start_s + start + self.crop / self.sample_rate)
         out = torch.zeros(self.crop)
         out[: len(audio)] = torch.from_numpy(audio[: self.crop])
         return out

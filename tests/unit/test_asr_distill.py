@@ -11,8 +11,8 @@ import torch
 
 from dmospeech.config import PhoneHeadConfig
 from dmospeech.codec.latent_text import LatentTextItem
-from dmospeech.critics.whisper_states import STATE_HOP, WINDOW, WhisperEncoder, states_at_latent_rate
-from dmospeech.critics.asr import LatentASR, distill_loss, posterior_distill_loss
+from dmospeech.data.whisper_states import STATE_HOP, WINDOW, WhisperEncoder, distill_loss, states_at_latent_rate
+from dmospeech.critics.asr import LatentASR, posterior_distill_loss
 from dmospeech.critics.whisper_phones import fit_phone_head, head_phone_error_rate, phone_log_posteriors
 from dmospeech.ops.training import train
 from dmospeech.critics.asr_trainer import ASRCriticTask

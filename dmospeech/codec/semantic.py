@@ -1,0 +1,147 @@
+"""Semantic distillation into the codec's latents (train_codec.semantic), as Mimi, SpeechTokenizer and
+X-Codec distil self-supervised features into a codec: the codec's semantic head (a k=3 convolution on
+the posterior-mean latents, `CodecConfig.semantic_dim` wide) predicts the encoder states of the
+packaged Whisper model on the same audio, with the recogniser's distillation loss (DistilHuBERT's L1 +
+log-sigmoid cosine, dmospeech.data.whisper_states.distill_loss) on per-channel standardised states.
+
+The states of each whole clip are computed once (in 30-s pieces) and cached in one safetensors file
+per clip, named by the clip's id and region, the sha256 of its audio file and the encoder; a rerun
+reads them. Training crops then start on the latent grid (a multiple of the hop), so crop frame j is
+clip frame offset / hop + j, and each crop carries the states of its frames, resampled from 50 Hz to
+the latents' 40 Hz over the whole clip.
+
+Shapes: b batch, t samples (48 kHz), n latent frames (40 Hz), m whisper frames (50 Hz), d whisper width.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+from torch.utils.data import Dataset
+
+from dmospeech.config import CodecSemanticConfig
+from dmospeech.data.datasets import Clip, CropDataset, stack_audio
+from dmospeech.data.whisper_states import (WhisperEncoder, channel_stats, distill_loss, encoder_identity,
+                                           read_region_16k, states_at_latent_rate)
+from dmospeech.codec.model import frames_for_samples
+from dmospeech.ops.runtime import cached_by_rank_zero
+
+CACHE_VERSION = 1
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def clip_states_path(cache_dir: Path, clip: Clip, audio_sha256: str, identity: str) -> Path:
+    """The cache file of `clip`'s states: a key of the clip (id, region, audio content) and the encoder."""
+    blob = json.dumps([CACHE_VERSION, identity, clip.clip_id, clip.start_s, clip.end_s, audio_sha256])
+    key = hashlib.sha256(blob.encode()).hexdigest()[:32]
+    return cache_dir / key[:2] / f"{key}.safetensors"
+
+
+def clip_whisper_states(clips: Sequence[Clip], model: str, cache_dir: str | os.PathLike,
+                        threads: int = 1) -> list[torch.Tensor]:
+    """Each clip's (m, d) float16 Whisper encoder states (whole clip, 50 Hz), read from `cache_dir` when
+    cached, else computed here by one encoder (loaded only then) and written atomically (temp file +
+    rename). Under torchrun, rank 0 computes and the other ranks wait for its files."""
+    cache_dir = Path(cache_dir)
+    identity = encoder_identity(model)
+    digests = {path: file_sha256(path) for path in {c.path for c in clips}}   # a file may hold many clips
+    paths = [clip_states_path(cache_dir, c, digests[c.path], identity) for c in clips]
+
+    def load() -> list[torch.Tensor] | None:
+        if not all(p.exists() for p in paths):
+            return None
+        out = []
+        for p in paths:
+            with safe_open(str(p), framework="pt") as f:
+                out.append(f.get_tensor("states"))
+        return out
+
+    found = cached_by_rank_zero(load, f"Whisper states of {len(clips)} clips in {cache_dir}")
+    if found is not None:
+        return found
+    encoder = WhisperEncoder(model, threads)
+    for clip, path in zip(clips, paths):
+        if path.exists():
+            continue
+        audio = read_region_16k(clip.path, clip.start_s, clip.end_s, f"clip {clip.clip_id}")
+        states = torch.from_numpy(encoder.encode([audio])[0]).to(torch.float16).contiguous()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(save({"states": states}, metadata={"clip_id": clip.clip_id, "encoder": identity}))
+        os.replace(tmp, path)
+    return load()
+
+
+class SemanticTargets:
+    """The Whisper states of training and validation clips at the latents' 40 Hz, standardised per
+    channel with the training clips' statistics (as the recogniser's targets), by clip."""
+
+    def __init__(self, train_clips: Sequence[Clip], valid_clips: Sequence[Clip], cfg: CodecSemanticConfig,
+                 sample_rate: int, hop_length: int):
+        if not train_clips:
+            raise ValueError("SemanticTargets: no training clips to standardise the Whisper states with")
+        clips = [*train_clips, *valid_clips]
+        states = clip_whisper_states(clips, cfg.whisper_model, cfg.cache_dir, cfg.threads)
+        self.mean, self.std = channel_stats(states[: len(train_clips)])
+        self.dim = int(self.mean.numel())
+        self.frames: dict[Clip, torch.Tensor] = {}              # clip -> (n, d) float16, n = clip's latent frames
+        for clip, s in zip(clips, states):
+            n = frames_for_samples(int(clip.duration_s * sample_rate), hop_length)
+            self.frames[clip] = ((states_at_latent_rate(s, n) - self.mean) / self.std).to(torch.float16)
+
+    def crop(self, clip: Clip, first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """States (count, d) float32 of latent frames first .. first + count - 1 of `clip` and their
+        mask (count,): False (states 0) past the clip's last frame."""
+        frames = self.frames[clip][first: first + count].float()
+        states = torch.zeros(count, self.dim)
+        states[: len(frames)] = frames
+        return states, torch.arange(count) < len(frames)
+
+
+class SemanticCrops(Dataset):
+    """`crops` (aligned to the hop) with the states of each crop's latent frames:
+    {"audio": (t,), "states": (n, d), "state_mask": (n,)}."""
+
+    def __init__(self, crops: CropDataset, targets: SemanticTargets, hop_length: int):
+        if crops.align % hop_length:
+            raise ValueError(f"SemanticCrops: crops start on multiples of {crops.align} samples, not of the hop "
+                             f"{hop_length}: their frames would not line up with the states'")
+        self.crops, self.targets, self.hop_length = crops, targets, hop_length
+        self.num_frames = frames_for_samples(crops.crop, hop_length)
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    @property
+    def durations(self) -> list[float]:
+        return self.crops.durations
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        offset = self.crops.random_offset(i)
+        states, mask = self.targets.crop(self.crops.clips[i], offset // self.hop_length, self.num_frames)
+        return {"audio": self.crops.crop_at(i, offset), "states": states, "state_mask": mask}
+
+
+def collate_semantic(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Items of SemanticCrops -> {"audio": (b, 1, t), "states": (b, n, d), "state_mask": (b, n)}."""
+    return {"audio": stack_audio([it["audio"] for it in items]),
+            "states": torch.stack([it["states"] for it in items]),
+            "state_mask": torch.stack([it["state_mask"] for it in items])}
+
+
+def semantic_loss(predicted: torch.Tensor, states: torch.Tensor, state_mask: torch.Tensor
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """The recogniser's distillation loss between the semantic head's prediction (b, n, d) and the
+    standardised Whisper states (b, n, d) on the frames of `state_mask` (b, n).
+    Returns ({"semantic/loss"}, {"semantic/loss", "semantic/cosine"})."""
+    return distill_loss(predicted, states, state_mask, family="semantic")
