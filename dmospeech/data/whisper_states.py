@@ -21,7 +21,7 @@ import soxr
 import torch
 import torch.nn.functional as F
 
-from dmospeech.data.whisper_models import resolve_whisper_model
+from dmospeech.data.whisper_models import resolve_whisper_model, single_thread_blas
 from dmospeech.ops.audio import read_region
 
 WHISPER_RATE = 16000
@@ -51,7 +51,8 @@ class WhisperEncoder:
         if len(audio) > WINDOW:
             raise ValueError(f"WhisperEncoder: {len(audio) / WHISPER_RATE:.1f} s does not fit a 30-s window")
         frames = math.ceil(len(audio) / STATE_HOP)
-        features = self.model.feature_extractor(audio)[:, : 2 * frames]      # (mels, 100 Hz frames)
+        with single_thread_blas():
+            features = self.model.feature_extractor(audio)[:, : 2 * frames]  # (mels, 100 Hz frames)
         if features.shape[1] < 2 * frames:
             features = np.pad(features, ((0, 0), (0, 2 * frames - features.shape[1])), mode="edge")
         out = self.model.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
