@@ -27,17 +27,13 @@ from torch.utils.data import Dataset
 
 from dmospeech.config import CodecSemanticConfig
 from dmospeech.data.datasets import Clip, CropDataset, stack_audio
+from dmospeech.data.manifest import sha256_file
 from dmospeech.data.whisper_states import (WhisperEncoder, channel_stats, distill_loss, encoder_identity,
                                            read_region_16k, states_at_latent_rate)
 from dmospeech.codec.model import frames_for_samples
 from dmospeech.ops.runtime import cached_by_rank_zero
 
 CACHE_VERSION = 1
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def clip_states_path(cache_dir: Path, clip: Clip, audio_sha256: str, identity: str) -> Path:
@@ -54,7 +50,7 @@ def clip_whisper_states(clips: Sequence[Clip], model: str, cache_dir: str | os.P
     rename). Under torchrun, rank 0 computes and the other ranks wait for its files."""
     cache_dir = Path(cache_dir)
     identity = encoder_identity(model)
-    digests = {path: file_sha256(path) for path in {c.path for c in clips}}   # a file may hold many clips
+    digests = {path: sha256_file(path) for path in {c.path for c in clips}}   # a file may hold many clips
     paths = [clip_states_path(cache_dir, c, digests[c.path], identity) for c in clips]
 
     def load() -> list[torch.Tensor] | None:
