@@ -94,7 +94,7 @@ def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioCo
         if check_speech or check_end:
             vad = get_segmenter().clip_vad(clip, sr, cfg.cutoff.edge_vad_window_s)
         if check_last_word:
-            words = get_segmenter().transcribe(soxr.resample(clip, sr, MODEL_SR), sampling_fallback=False)
+            words = get_segmenter().transcribe(soxr.resample(clip, sr, MODEL_SR))
             heard = last_word(words, text, end - start, cfg.cutoff.last_word_max_cer)
     piece = _checked_piece(audio, sr, start, end, text.strip(), cfg,
                            end_vad_score=vad.end_score if vad is not None and check_end else None, heard=heard)
@@ -201,13 +201,15 @@ class Segmenter:
         speech_s = speech_seconds(self.speech_regions(window, scores), 0.0, len(audio16k) / MODEL_SR)
         return ClipVad(speech_s, end_score)
 
-    def transcribe(self, audio16k: np.ndarray, sampling_fallback: bool = True) -> list[Word]:
-        """Words with times (s from the start of `audio16k`). Without `sampling_fallback`, beam search at
-        temperature 0 only: the same audio always gives the same words (no cache keeps them)."""
+    def transcribe(self, audio16k: np.ndarray) -> list[Word]:
+        """Words with times (s from the start of `audio16k`), by beam search at temperature 0 only: the same
+        audio always gives the same words. faster-whisper's default falls back to sampling, which CTranslate2
+        seeds per worker thread, so a sentence read seven times was written down seven times in one run and
+        three in the next; a transcript that leaves speech out is caught by `collapse_detail` instead."""
         with single_thread_blas():
             segments, _ = self.whisper.transcribe(audio16k, language=self.cfg.language, beam_size=BEAM_SIZE,
                                                   word_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                                                  **({} if sampling_fallback else {"temperature": 0.0}))
+                                                  temperature=0.0)
             words = [Word(w.start, w.end, w.word) for s in segments for w in (s.words or [])]
         if self.aligner is None or not words:
             return words

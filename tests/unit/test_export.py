@@ -47,6 +47,7 @@ def models(tmp_path_factory):
     fast.encoder.load_state_dict(codec.encoder.state_dict())
     fast_dir = save_checkpoint(root / "fast", 1, {"codec.ema": fast.state_dict()}, {"step": 1},
                                {"task": "fast_decoder", "model": asdict(fast_cfg)}, 0)
+    torch.manual_seed(3)  # the DiT's initial weights do not depend on how many parameters the codec drew
     net = jittered(DiT(p.train_teacher.model), 3)
     stats = LatentStats((0.0,) * 64, (1.0,) * 64, 1, str(codec_dir))
     run = {"task": "student", "model": asdict(net.cfg), "diffusion": asdict(p.train_teacher.diffusion),
@@ -77,9 +78,13 @@ def test_algorithm_1_latents_match_torch(models, n_prompt, total, n_phonemes):
 def test_the_int8_denoiser_is_close_and_not_the_same(models):
     g = torch.Generator().manual_seed(0)
     phonemes, prompt = torch.randint(1, 180, (50,), generator=g), torch.randn(60, 64, generator=g)
-    latents = {int8: OnnxStudent(models["onnx"], int8=int8, threads=1).latents(
-        phonemes, prompt, 200, models["times"], models["shift"], torch.Generator().manual_seed(1)) for int8 in (0, 1)}
-    assert 1e-5 < rel(latents[1][60:], latents[0][60:]) < 5e-2   # measured ~5e-3 on these random weights
+    runs = {(int8, seed): OnnxStudent(models["onnx"], int8=int8, threads=1).latents(
+        phonemes, prompt, 200, models["times"], models["shift"], torch.Generator().manual_seed(seed))
+        for int8, seed in ((0, 1), (1, 1), (0, 2))}
+    int8_error = rel(runs[1, 1][60:], runs[0, 1][60:])
+    other_noise = rel(runs[0, 2][60:], runs[0, 1][60:])
+    # On these random weights: int8 error 0.035-0.042, another noise draw 0.72-0.77 (6 prompts measured).
+    assert 1e-5 < int8_error < 0.1 * other_noise, (int8_error, other_noise)
 
 
 @pytest.mark.parametrize("frames", [60, 173])
