@@ -78,6 +78,8 @@ class CutoffConfig:
     last_word_skip_sources: tuple[str, ...]  # sources not checked so (Whisper misreads synthetic speech)
     last_word_clear_s: float  # a heard last word that is the text's and ends at least this long before the end
                               # also overrides the energy tests' end flag: a word cut short runs to the end (0: off)
+    last_word_max_text_cer: float  # Whisper's whole transcript further than this (CER) from the text (a decode
+                                   # that loops): its last word is not used
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import jellyfish
 import jiwer
 import numpy as np
 
@@ -48,15 +49,35 @@ class LastWord:
     matches: bool
 
 
-def last_word(words: Sequence[Word], text: str, duration_s: float, max_cer: float = 0.0) -> LastWord:
-    """`LastWord` of the clip whose recognised `words` (times from the clip start) and given `text` these are.
-    A heard word within `max_cer` (character error rate) of the given one matches, unless it is the given
-    word's beginning: Whisper spells names its own way (whitmore for whittemore), and hears a word cut
-    short as its first part (development for developments)."""
+def last_word(words: Sequence[Word], text: str, duration_s: float, max_cer: float = 0.0,
+              max_text_cer: float = float("inf")) -> LastWord | None:
+    """`LastWord` of the clip whose recognised `words` (times from the clip start) and given `text` these are;
+    None when Whisper's whole transcript is further than `max_text_cer` (CER) from the text: a decode that
+    loops ("son, son, son ...") or heard other words says nothing about where the text's last word is."""
     heard, given = normalize_for_wer("".join(w.text for w in words)).split(), normalize_for_wer(text).split()
-    heard, given = heard[-1] if heard else "", given[-1] if given else ""
-    matches = bool(heard) and (heard == given or (not given.startswith(heard) and jiwer.cer(given, heard) <= max_cer))
-    return LastWord(heard, given, duration_s - words[-1].end if words else None, matches)
+    if heard and given and jiwer.cer(" ".join(given), " ".join(heard)) > max_text_cer:
+        return None
+    matches = bool(heard) and bool(given) and any(
+        same_word("".join(given[-j:]), "".join(heard[-k:]), max_cer) for j in range(1, 5) for k in range(1, 5)
+        if j == k == 1 or abs(len("".join(given[-j:])) - len("".join(heard[-k:]))) <= 1)
+    return LastWord(heard[-1] if heard else "", given[-1] if given else "",
+                    duration_s - words[-1].end if words else None, matches)
+
+
+def same_word(given: str, heard: str, max_cer: float) -> bool:
+    """Is `heard` the word `given`? Equal, or (`max_cer` > 0) spelt another way: equal in sound (metaphone
+    keys: chauffeur for schoeffer, there for for therefore, regretted for regret it), or within `max_cer`
+    (CER) in letters or in sound, unless it is the given word's beginning: Whisper spells names its own
+    way (whitmore for whittemore), and hears a word cut short as its first part (development for
+    developments). Last words of several words are compared joined (ABCs for "A B C's")."""
+    if heard == given:
+        return True
+    if max_cer <= 0:
+        return False
+    for g, h in ((given, heard), (jellyfish.metaphone(given), jellyfish.metaphone(heard))):
+        if g and h and (g == h or (not g.startswith(h) and jiwer.cer(g, h) <= max_cer)):
+            return True
+    return False
 
 
 def frame_geometry(sr: int) -> tuple[int, int]:

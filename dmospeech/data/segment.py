@@ -95,7 +95,7 @@ def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioCo
             vad = get_segmenter().clip_vad(clip, sr, cfg.cutoff.edge_vad_window_s)
         if check_last_word:
             words = get_segmenter().transcribe(soxr.resample(clip, sr, MODEL_SR))
-            heard = last_word(words, text, end - start, cfg.cutoff.last_word_max_cer)
+            heard = last_word(words, text, end - start, cfg.cutoff.last_word_max_cer, cfg.cutoff.last_word_max_text_cer)
     piece = _checked_piece(audio, sr, start, end, text.strip(), cfg,
                            end_vad_score=vad.end_score if vad is not None and check_end else None, heard=heard)
     if piece.reject or vad is None or not check_speech:

@@ -24,9 +24,10 @@ def english_normalizer(spelling_mapping: str | None = None) -> Callable[[str], s
     will not, Mr -> mister); spelled-out numbers turned into digits ("twenty five percent" -> "25%");
     punctuation and diacritics removed; whitespace collapsed.
 
-    One change: Whisper drops text in (parentheses) as a non-speech annotation, but in the texts
+    Two changes: Whisper drops text in (parentheses) as a non-speech annotation, but in the texts
     given to a TTS model parentheses hold words that are read aloud (LJ Speech has many), so only
-    the parentheses themselves are removed here.
+    the parentheses themselves are removed here; and tokens without a letter or digit (the "." it
+    leaves of an ellipsis) are dropped.
 
     Its British -> American spelling table (`normalizer.json`) ships with Whisper tokenizers, not
     with any installed package: pass that file's path as `spelling_mapping` to apply it; without it
@@ -44,7 +45,8 @@ def english_normalizer(spelling_mapping: str | None = None) -> Callable[[str], s
                                     "tokenizer, or None to compare spellings as written")
         mapping = json.loads(path.read_text(encoding="utf-8"))
     whisper = EnglishTextNormalizer(mapping)
-    return lambda text: whisper(re.sub(r"[()]", " ", text))
+    # Whisper's normaliser leaves a lone "." of an ellipsis ("and me..." -> "and me ."): not a word
+    return lambda text: " ".join(t for t in whisper(re.sub(r"[()]", " ", text)).split() if any(c.isalnum() for c in t))
 
 
 def normalize_for_wer(text: str) -> str:
