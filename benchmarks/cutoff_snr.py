@@ -12,8 +12,10 @@ Each clip is scored by `segment_utterance` (trim + cut-off check, segment_audio 
 - mixed with noise at each SNR (white and pink noise on alternate clips; SNR against the mean power of
   the clip's frames within 40 dB of its loudest one, i.e. of its speech);
 - cut mid-word, clean and at each SNR: the clip ends in the middle of its last word's audible part (the
-  frames within 30 dB of the loudest of the span the packaged Whisper model times the word at).
-Prints the share of clips flagged (start or end; for cut clips the end) by `segment_utterance` with the
+  frames within 30 dB of the loudest of the span the packaged Whisper model times the word at);
+- start cut mid-word, clean and at each SNR: the clip starts in the middle of its first word's audible part
+  (a start inside a sound that a pause follows moves to the pause only if the text's first word is heard there).
+Prints the share of clips flagged (start or end; for cut clips the cut edge) by `segment_utterance` with the
 bundled VAD and Whisper (as segment_audio runs them: the speech check's no_speech_detected rejects are not counted), by
 the energy tests alone (`cutoff.edge_vad_score` 0) and by the detector before issue 25 (the thresholds
 relative to the loudest frame only), over all clips and over the clips whose recording ends in `--pause` s
@@ -22,8 +24,8 @@ Use clips other than those the thresholds were chosen on (`--offset`; they were 
 folder, and 0.5).
 
 The `flagged` column is segment_audio's check (energy tests, the VAD rule, Whisper's last word: every clip
-is also transcribed); `no last word` is the same without the last-word rule (`cutoff.last_word_gap_s` 0:
-the check before it was added).
+is also transcribed); `no last word` is the same without Whisper (`cutoff.last_word_gap_s` 0: neither the
+last-word rule nor the move past a leading fragment, the check before they were added).
 """
 from __future__ import annotations
 
@@ -110,15 +112,17 @@ def ends_in_pause(audio: np.ndarray, pause_s: float) -> bool:
     return bool((levels[-max(1, int(round(pause_s / 0.01))):] <= levels.max() - PAUSE_DB).all())
 
 
-def flagged(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, end_only: bool, segmenter: Segmenter | None) -> bool:
-    return flag_reason(audio, text, cfg, end_only, segmenter) is not None
+def flagged(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, edge: str | None,
+            segmenter: Segmenter | None) -> bool:
+    return flag_reason(audio, text, cfg, edge, segmenter) is not None
 
 
-def flag_reason(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, end_only: bool,
+def flag_reason(audio: np.ndarray, text: str, cfg: SegmentAudioConfig, edge: str | None,
                 segmenter: Segmenter | None) -> str | None:
-    """Why `segment_utterance` flags the clip (start or end; with `end_only`, the end), None if it does not."""
+    """Why `segment_utterance` flags the clip at `edge` ("start", "end"; None: either), None if it does not."""
     piece = segment_utterance(audio, SR, text, cfg, None if segmenter is None else (lambda: segmenter))
-    return piece.cutoff_reason if piece.cutoff_end or (not end_only and piece.cutoff_start) else None
+    hit = {"start": piece.cutoff_start, "end": piece.cutoff_end}
+    return piece.cutoff_reason if (hit[edge] if edge else any(hit.values())) else None
 
 
 def without_last_word(cfg: SegmentAudioConfig) -> SegmentAudioConfig:
@@ -153,39 +157,39 @@ def main() -> None:
     start = time.perf_counter()
     clips = load_clips(args.dirs, args.clips, params, args.offset)
     segmenter = Segmenter(cfg)   # Whisper: word times of the last word, the last word heard; the VAD: the end score
-    versions: dict[str, list[tuple[np.ndarray, str, bool, bool]]] = {}
+    versions: dict[str, list[tuple[np.ndarray, str, str | None, bool, str]]] = {}
     skipped = 0
     for i, clip in enumerate(clips):
         words = segmenter.transcribe(soxr.resample(clip.audio, SR, MODEL_SR))
         cut = mid_word_cut(clip.audio, words[-1].start, words[-1].end) if words else None
-        if cut is None:
+        start_cut = mid_word_cut(clip.audio, words[0].start, words[0].end) if words else None
+        if cut is None or start_cut is None:
             skipped += 1
             continue
         paused = ends_in_pause(clip.audio, args.pause)
         noisy = {snr: with_noise(clip.audio, snr, ("white", "pink")[i % 2], args.seed + i) for snr in args.snr}
-        versions.setdefault("clean", []).append((clip.audio, clip.text, False, paused, clip.name))
-        versions.setdefault("clean, cut mid-word", []).append((clip.audio[:cut], clip.text, True, paused, clip.name))
-        for snr, audio in noisy.items():
-            versions.setdefault(f"{snr:g} dB SNR", []).append((audio, clip.text, False, paused, clip.name))
-            versions.setdefault(f"{snr:g} dB SNR, cut mid-word", []).append((audio[:cut], clip.text, True, paused,
-                                                                             clip.name))
+        for name, audio in {"clean": clip.audio, **{f"{snr:g} dB SNR": a for snr, a in noisy.items()}}.items():
+            versions.setdefault(name, []).append((audio, clip.text, None, paused, clip.name))
+            versions.setdefault(f"{name}, cut mid-word", []).append((audio[:cut], clip.text, "end", paused, clip.name))
+            versions.setdefault(f"{name}, start cut", []).append((audio[start_cut:], clip.text, "start", paused,
+                                                                  clip.name))
     paused = sum(p for *_, p, _ in versions["clean"])
-    print(f"{len(clips) - skipped} clips of {', '.join(map(str, args.dirs))} ({skipped} without an audible last "
-          f"word skipped; {paused} whose recording ends in >= {args.pause:g} s of pause), Whisper {cfg.whisper_model}; "
+    print(f"{len(clips) - skipped} clips of {', '.join(map(str, args.dirs))} ({skipped} without an audible first or "
+          f"last word skipped; {paused} whose recording ends in >= {args.pause:g} s of pause), Whisper {cfg.whisper_model}; "
           f"{time.perf_counter() - start:.0f} s")
-    print(f"{'version':26s} {'flagged':>8s} {'ending in a pause':>18s} {'no last word':>13s} {'energy only':>12s} "
+    print(f"{'version':28s} {'flagged':>8s} {'ending in a pause':>18s} {'no last word':>13s} {'energy only':>12s} "
           f"{'peak-only (before)':>19s}")
     no_vad = replace(cfg, speech_check=replace(cfg.speech_check, min_speech_fraction=0.0))
     rows = ["clip\tversion\tends_in_pause\tflagged\treason"]
     for name, items in versions.items():
-        reasons = [flag_reason(a, t, cfg, end, segmenter) for a, t, end, _, _ in items]
+        reasons = [flag_reason(a, t, cfg, edge, segmenter) for a, t, edge, _, _ in items]
         now = np.array([r is not None for r in reasons])
         in_pause = now[[p for *_, p, _ in items]]
-        no_word = np.mean([flagged(a, t, without_last_word(cfg), end, segmenter) for a, t, end, _, _ in items])
-        energy = np.mean([flagged(a, t, energy_only(no_vad), end, None) for a, t, end, _, _ in items])
-        before = np.mean([flagged(a, t, peak_only(no_vad), end, None) for a, t, end, _, _ in items])
+        no_word = np.mean([flagged(a, t, without_last_word(cfg), edge, segmenter) for a, t, edge, _, _ in items])
+        energy = np.mean([flagged(a, t, energy_only(no_vad), edge, None) for a, t, edge, _, _ in items])
+        before = np.mean([flagged(a, t, peak_only(no_vad), edge, None) for a, t, edge, _, _ in items])
         rows += [f"{clip}\t{name}\t{p}\t{r is not None}\t{r or ''}" for (*_, p, clip), r in zip(items, reasons)]
-        print(f"{name:26s} {now.mean():8.1%} {in_pause.mean():11.1%} ({in_pause.sum():2d}/{len(in_pause):2d}) "
+        print(f"{name:28s} {now.mean():8.1%} {in_pause.mean():11.1%} ({in_pause.sum():2d}/{len(in_pause):2d}) "
               f"{no_word:13.1%} {energy:12.1%} {before:19.1%}")
     if args.details:
         args.details.write_text("\n".join(rows) + "\n")

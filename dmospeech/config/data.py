@@ -80,6 +80,11 @@ class CutoffConfig:
                               # also overrides the energy tests' end flag: a word cut short runs to the end (0: off)
     last_word_max_text_cer: float  # Whisper's whole transcript further than this (CER) from the text (a decode
                                    # that loops): its last word is not used
+    last_word_min_vad_speech: float  # trailing words Whisper hears with less than this share of their time in VAD
+                                     # speech are not words ("you" over the noise after the last one) (0: off)
+    lead_fragment_s: float    # given-text clips starting in a sound that a pause follows within this (another
+                              # word's tail): the start moves to the pause if Whisper then hears the text's first
+                              # word there (0: off)
 
 
 @dataclass(frozen=True)

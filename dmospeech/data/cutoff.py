@@ -9,7 +9,9 @@ measures the flag rates on clean, noisy and mid-word-cut dev clips.
 
 Given-text clips also have Whisper's last word (`LastWord`): a word the recording stops in is heard as
 another word or not at all, and a correct last word heard shows that the VAD's speech score at the end
-was the noise or the word's own decay (the README gives the flag rates with and without it).
+was the noise or the word's own decay (the README gives the flag rates with and without it). A clip that
+starts inside another word's tail or a burst of noise with a pause after it starts at that pause when
+Whisper hears the text's first word there (`leading_fragment_end`, `first_word_matches`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ FRAME_S, HOP_S = 0.025, 0.010   # energy frames
 SILENCE_FLOOR_DB = -100.0       # frames below this are digital silence, whatever the loudest frame
 QUIET_TOLERANCE_DB = 6.0        # frames this close to a pause's quietest frame count as equally quiet
 FLOOR_CONTEXT_S = 5.0           # the noise floor is measured over the segment and this much around it
+MIN_PAUSE_FRAMES = 3            # a pause after a leading fragment: 3 frames, 45 ms, of no speech
 
 Span = tuple[float, float]      # (start_s, end_s)
 
@@ -64,18 +67,30 @@ def last_word(words: Sequence[Word], text: str, duration_s: float, max_cer: floa
                     duration_s - words[-1].end if words else None, matches)
 
 
-def same_word(given: str, heard: str, max_cer: float) -> bool:
+def first_word_matches(words: Sequence[Word], text: str, max_cer: float) -> bool:
+    """Does Whisper hear the text's first word first (`same_word`, joined over up to four words as in
+    last_word; a word heard as its own ending is a word cut at its start)?"""
+    heard, given = normalize_for_wer("".join(w.text for w in words)).split(), normalize_for_wer(text).split()
+    return bool(heard) and bool(given) and any(
+        same_word("".join(given[:j]), "".join(heard[:k]), max_cer, cut_at="start") for j in range(1, 5)
+        for k in range(1, 5) if j == k == 1 or abs(len("".join(given[:j])) - len("".join(heard[:k]))) <= 1)
+
+
+def same_word(given: str, heard: str, max_cer: float, cut_at: str = "end") -> bool:
     """Is `heard` the word `given`? Equal, or (`max_cer` > 0) spelt another way: equal in sound (metaphone
     keys: chauffeur for schoeffer, there for for therefore, regretted for regret it), or within `max_cer`
-    (CER) in letters or in sound, unless it is the given word's beginning: Whisper spells names its own
-    way (whitmore for whittemore), and hears a word cut short as its first part (development for
-    developments). Last words of several words are compared joined (ABCs for "A B C's")."""
+    (CER) in letters or in sound, unless it is the given word's beginning (`cut_at` "end"; its ending for
+    "start") in letters or in sound, when only the same sound counts: Whisper spells names its own way
+    (whitmore for whittemore), and hears a word cut short as the part left (development for developments,
+    elopments for developments). Words of several are compared joined (ABCs for "A B C's")."""
     if heard == given:
         return True
     if max_cer <= 0:
         return False
+    in_letters = given.startswith(heard) if cut_at == "end" else given.endswith(heard)
     for g, h in ((given, heard), (jellyfish.metaphone(given), jellyfish.metaphone(heard))):
-        if g and h and (g == h or (not g.startswith(h) and jiwer.cer(g, h) <= max_cer)):
+        part = in_letters or (g.startswith(h) if cut_at == "end" else g.endswith(h))
+        if g and h and (g == h or (not part and jiwer.cer(g, h) <= max_cer)):
             return True
     return False
 
@@ -144,6 +159,38 @@ def noise_floor_db(audio: np.ndarray, sr: int, start_s: float, end_s: float, per
                                         sr), percentile))
 
 
+def _levels(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg: CutoffConfig) -> tuple[float, float]:
+    """(loudest frame of the segment, noise floor around it) in dB, the references of the speech test."""
+    peak = float(frame_db(time_slice(audio, sr, start_s, end_s), sr).max())
+    return peak, noise_floor_db(audio, sr, start_s, end_s, cfg.floor_percentile)
+
+
+def _is_speech(level: float, peak: float, floor: float, re_peak_db: float, cfg: CutoffConfig) -> bool:
+    return level - peak > re_peak_db and level - floor > cfg.edge_floor_db
+
+
+def leading_fragment_end(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg: CutoffConfig) -> float | None:
+    """Where to start a segment whose start edge is speech (detect_cutoff's edge test) when a pause follows
+    within `cfg.lead_fragment_s`: the quietest point (`quietest_time`) of the first MIN_PAUSE_FRAMES or more
+    frames that are not speech. None otherwise. The sound before such a pause is another word's tail or a
+    burst of noise; the caller keeps the new start only if the text's first word is heard right after it,
+    as a word cut at its start is not."""
+    if cfg.lead_fragment_s <= 0:
+        return None
+    peak, floor = _levels(audio, sr, start_s, end_s, cfg)
+    head = time_slice(audio, sr, start_s, start_s + cfg.lead_fragment_s + 0.5)
+    window = max(1, int(round(cfg.edge_window_s * sr)))
+    if peak <= SILENCE_FLOOR_DB or not _is_speech(_rms_db(head[:window]), peak, floor, cfg.edge_energy_db, cfg):
+        return None
+    length, hop = frame_geometry(sr)
+    quiet = np.array([not _is_speech(level, peak, floor, cfg.edge_energy_db, cfg) for level in frame_db(head, sr)])
+    for first in range(min(len(quiet), int(cfg.lead_fragment_s * sr / hop) + 1)):
+        if quiet[first:first + MIN_PAUSE_FRAMES].sum() == MIN_PAUSE_FRAMES:
+            last = first + int(np.argmin(np.append(quiet[first:], False)))
+            return quietest_time(audio, sr, start_s + first * hop / sr, start_s + ((last - 1) * hop + length) / sr)
+    return None
+
+
 def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg: CutoffConfig,
                   words: Sequence[Word] = (), end_vad_score: float | None = None,
                   heard: LastWord | None = None) -> tuple[bool, bool, str | None]:
@@ -166,13 +213,12 @@ def detect_cutoff(audio: np.ndarray, sr: int, start_s: float, end_s: float, cfg:
     after its last sound; a word cut short is heard running to the end). Returns (cutoff_start, cutoff_end,
     reason or None)."""
     segment = time_slice(audio, sr, start_s, end_s)
-    peak = float(frame_db(segment, sr).max())
-    floor = noise_floor_db(audio, sr, start_s, end_s, cfg.floor_percentile)
+    peak, floor = _levels(audio, sr, start_s, end_s, cfg)
     window = max(1, int(round(cfg.edge_window_s * sr)))
     reasons: dict[str, list[str]] = {"start": [], "end": []}
 
     def speech(level: float, re_peak_db: float) -> bool:
-        return level - peak > re_peak_db and level - floor > cfg.edge_floor_db
+        return _is_speech(level, peak, floor, re_peak_db, cfg)
 
     # a word cut short runs to the end; the text's last word heard ending clear of it shows a tight trim
     word_clear = (heard is not None and heard.matches and heard.gap_s is not None and cfg.last_word_clear_s > 0

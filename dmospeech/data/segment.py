@@ -34,9 +34,11 @@ import soxr
 
 from dmospeech.config import SegmentAudioConfig
 from dmospeech.data import manifest
-from dmospeech.data.cutoff import (LastWord, Span, Word, detect_cutoff, last_word, piece_bounds, quietest_time,
-                                   split_at_pauses, time_slice, trim_silence)
-from dmospeech.data.speech import ClipVad, collapse_detail, filled_window, no_speech_detail, speech_seconds
+from dmospeech.data.cutoff import (LastWord, Span, Word, detect_cutoff, first_word_matches, last_word,
+                                   leading_fragment_end, piece_bounds, quietest_time, split_at_pauses, time_slice,
+                                   trim_silence)
+from dmospeech.data.speech import (ClipVad, collapse_detail, filled_window, no_speech_detail, speech_seconds,
+                                   words_in_speech)
 from dmospeech.data.whisper_models import resolve_whisper_model, single_thread_blas
 from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, task_threads, worker_cached
 
@@ -82,7 +84,9 @@ def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioCo
     """A short transcribed utterance keeps its given text: trim leading/trailing silence, check both
     edges for cut-off speech (sec 4.3) and, with `get_segmenter`'s models, that the sound holds speech,
     that the VAD does not hear speech up to the end (`cutoff.edge_vad_score`) and, if `check_last_word`,
-    that Whisper's last word is the text's or ends clear of the end (`cutoff.last_word_gap_s`)."""
+    that Whisper's last word (`words_in_speech`) is the text's or ends clear of the end (`cutoff.last_word_gap_s`).
+    With Whisper, a start inside a sound that a pause follows moves to the pause when the text's first word is
+    heard there (`cutoff.lead_fragment_s`)."""
     start, end = trim_silence(audio, sr, cfg.trim_top_db, cfg.edge_pad_s)
     if end <= start:
         return Piece(0.0, len(audio) / sr, text, reject="no_speech", detail="the audio is digital silence")
@@ -90,11 +94,13 @@ def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioCo
     check_last_word = check_last_word and cfg.cutoff.last_word_gap_s > 0
     vad = heard = None
     if get_segmenter is not None and end - start >= cfg.min_segment_s:
+        if check_last_word:
+            start, words = _start_and_words(audio, sr, start, end, text, cfg, get_segmenter())
         clip = time_slice(audio, sr, start, end)
-        if check_speech or check_end:
+        if check_speech or check_end or check_last_word:
             vad = get_segmenter().clip_vad(clip, sr, cfg.cutoff.edge_vad_window_s)
         if check_last_word:
-            words = get_segmenter().transcribe(soxr.resample(clip, sr, MODEL_SR))
+            words = words_in_speech(words, vad.regions, cfg.cutoff.last_word_min_vad_speech)
             heard = last_word(words, text, end - start, cfg.cutoff.last_word_max_cer, cfg.cutoff.last_word_max_text_cer)
     piece = _checked_piece(audio, sr, start, end, text.strip(), cfg,
                            end_vad_score=vad.end_score if vad is not None and check_end else None, heard=heard)
@@ -102,6 +108,18 @@ def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioCo
         return piece
     detail = no_speech_detail(vad.speech_s, end - start, cfg.speech_check)
     return replace(piece, reject="no_speech_detected", detail=detail) if detail else piece
+
+
+def _start_and_words(audio: np.ndarray, sr: int, start: float, end: float, text: str, cfg: SegmentAudioConfig,
+                     segmenter: Segmenter) -> tuple[float, list[Word]]:
+    """The clip's start (moved past a leading fragment when Whisper hears the text's first word after it) and
+    Whisper's words from there."""
+    moved = leading_fragment_end(audio, sr, start, end, cfg.cutoff)
+    if moved is not None:
+        words = segmenter.transcribe(soxr.resample(time_slice(audio, sr, moved, end), sr, MODEL_SR))
+        if first_word_matches(words, text, cfg.cutoff.last_word_max_cer):
+            return moved, words
+    return start, segmenter.transcribe(soxr.resample(time_slice(audio, sr, start, end), sr, MODEL_SR))
 
 
 # ----------------------------------------------------------------------------- long-form audio
@@ -198,8 +216,9 @@ class Segmenter:
         centres = np.array([frames[i].middle for i in range(len(scores.data))])
         last = centres >= len(window) / MODEL_SR - end_window_s
         end_score = float(scores.data[last, 0].mean() if last.any() else scores.data[-1, 0])
-        speech_s = speech_seconds(self.speech_regions(window, scores), 0.0, len(audio16k) / MODEL_SR)
-        return ClipVad(speech_s, end_score)
+        duration = len(audio16k) / MODEL_SR
+        regions = tuple((start, min(end, duration)) for start, end in self.speech_regions(window, scores) if start < duration)
+        return ClipVad(speech_seconds(regions, 0.0, duration), end_score, regions)
 
     def transcribe(self, audio16k: np.ndarray) -> list[Word]:
         """Words with times (s from the start of `audio16k`), by beam search at temperature 0 only: the same

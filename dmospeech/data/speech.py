@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from dmospeech.config import SpeechCheckConfig
-from dmospeech.data.cutoff import Span
+from dmospeech.data.cutoff import Span, Word
 
 # The bundled pyannote segmentation model scores 5-s windows and zero-pads shorter input, on which it
 # hears speech in 1-3 s of plain noise or hum; a short clip repeated to fill a window is judged correctly.
@@ -30,11 +30,29 @@ class ClipVad:
     the energy tests still sounds like speech to the VAD up to its last frame)."""
     speech_s: float
     end_score: float
+    regions: tuple[Span, ...] | None = None   # speech regions, s from the clip start (None: not known)
 
 
 def speech_seconds(regions: Sequence[Span], start_s: float, end_s: float) -> float:
     """Seconds of [start_s, end_s] covered by the (disjoint) speech `regions`."""
     return float(sum(max(0.0, min(end, end_s) - max(start, start_s)) for start, end in regions))
+
+
+def words_in_speech(words: Sequence[Word], regions: Sequence[Span] | None, min_fraction: float) -> list[Word]:
+    """`words` without the trailing ones that have less than `min_fraction` of their time in the VAD's speech
+    `regions` (a word timed at one instant: outside them): Whisper ends a decode over the noise after the last
+    word with words nobody said ("you", "I'm sorry"). All of them when `regions` is None or `min_fraction` 0."""
+    kept = list(words)
+    while kept and regions is not None and min_fraction > 0:
+        word = kept[-1]
+        if word.end > word.start:
+            in_speech = speech_seconds(regions, word.start, word.end) / (word.end - word.start)
+        else:
+            in_speech = float(any(start <= word.start <= end for start, end in regions))
+        if in_speech >= min_fraction:
+            break
+        kept.pop()
+    return kept
 
 
 def filled_window(audio: np.ndarray, sr: int) -> np.ndarray:
