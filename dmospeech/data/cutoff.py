@@ -53,13 +53,16 @@ class LastWord:
 
 
 def last_word(words: Sequence[Word], text: str, duration_s: float, max_cer: float = 0.0,
-              max_text_cer: float = float("inf")) -> LastWord | None:
-    """`LastWord` of the clip whose recognised `words` (times from the clip start) and given `text` these are;
+              max_text_cer: float = float("inf"), spoken: Sequence[Word] | None = None) -> LastWord | None:
+    """`LastWord` of the clip whose recognised `words` (times from the clip start) and given `text` these are,
+    the last word taken from `spoken` (the words without those heard over no speech; default `words`);
     None when Whisper's whole transcript is further than `max_text_cer` (CER) from the text: a decode that
     loops ("son, son, son ...") or heard other words says nothing about where the text's last word is."""
     heard, given = normalize_for_wer("".join(w.text for w in words)).split(), normalize_for_wer(text).split()
     if heard and given and jiwer.cer(" ".join(given), " ".join(heard)) > max_text_cer:
         return None
+    if spoken is not None:
+        words, heard = spoken, normalize_for_wer("".join(w.text for w in spoken)).split()
     matches = bool(heard) and bool(given) and any(
         same_word("".join(given[-j:]), "".join(heard[-k:]), max_cer) for j in range(1, 5) for k in range(1, 5)
         if j == k == 1 or abs(len("".join(given[-j:])) - len("".join(heard[-k:]))) <= 1)
@@ -68,12 +71,16 @@ def last_word(words: Sequence[Word], text: str, duration_s: float, max_cer: floa
 
 
 def first_word_matches(words: Sequence[Word], text: str, max_cer: float) -> bool:
-    """Does Whisper hear the text's first word first (`same_word`, joined over up to four words as in
-    last_word; a word heard as its own ending is a word cut at its start)?"""
+    """Does Whisper hear the text's first word first? `same_word` with a word heard as its own ending taken
+    for a word cut at its start; up to four words on each side joined must be the same in letters or in
+    sound (A B C's for ABCs), not only close: 'you could feel' is not 'he could feel'."""
     heard, given = normalize_for_wer("".join(w.text for w in words)).split(), normalize_for_wer(text).split()
-    return bool(heard) and bool(given) and any(
-        same_word("".join(given[:j]), "".join(heard[:k]), max_cer, cut_at="start") for j in range(1, 5)
-        for k in range(1, 5) if j == k == 1 or abs(len("".join(given[:j])) - len("".join(heard[:k]))) <= 1)
+    if not (heard and given):
+        return False
+    if same_word(given[0], heard[0], max_cer, cut_at="start"):
+        return True
+    joined = [("".join(given[:j]), "".join(heard[:k])) for j in range(1, 5) for k in range(1, 5) if j + k > 2]
+    return any(g == h or jellyfish.metaphone(g) == jellyfish.metaphone(h) for g, h in joined)
 
 
 def same_word(given: str, heard: str, max_cer: float, cut_at: str = "end") -> bool:

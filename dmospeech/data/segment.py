@@ -100,8 +100,8 @@ def segment_utterance(audio: np.ndarray, sr: int, text: str, cfg: SegmentAudioCo
         if check_speech or check_end or check_last_word:
             vad = get_segmenter().clip_vad(clip, sr, cfg.cutoff.edge_vad_window_s)
         if check_last_word:
-            words = words_in_speech(words, vad.regions, cfg.cutoff.last_word_min_vad_speech)
-            heard = last_word(words, text, end - start, cfg.cutoff.last_word_max_cer, cfg.cutoff.last_word_max_text_cer)
+            heard = last_word(words, text, end - start, cfg.cutoff.last_word_max_cer, cfg.cutoff.last_word_max_text_cer,
+                              words_in_speech(words, vad.regions, cfg.cutoff.last_word_min_vad_speech))
     piece = _checked_piece(audio, sr, start, end, text.strip(), cfg,
                            end_vad_score=vad.end_score if vad is not None and check_end else None, heard=heard)
     if piece.reject or vad is None or not check_speech:

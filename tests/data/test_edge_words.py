@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dmospeech.codec.folder_corpus import scan_folders
-from dmospeech.data.cutoff import Word, first_word_matches, leading_fragment_end, same_word
+from dmospeech.data.cutoff import Word, first_word_matches, last_word, leading_fragment_end, same_word
 from dmospeech.data.resample import condition_file
 from dmospeech.data.segment import Segmenter, segment_utterance
 from dmospeech.data.speech import ClipVad, words_in_speech
@@ -72,7 +72,10 @@ def test_a_first_word_heard_as_its_ending_is_a_word_cut_at_its_start():
     assert same_word("developments", "elopments", 0.25)                   # as a last word: spelt another way
     assert not same_word("developments", "elopments", 0.25, cut_at="start")
     assert first_word_matches([Word(0.0, 0.4, " The"), Word(0.4, 0.6, " 7th")], "TH CHAPTER", 0.25)  # same sound
-    assert first_word_matches([Word(0.0, 0.4, " A"), Word(0.4, 0.6, " B"), Word(0.6, 0.9, " C's")], "ABCs are", 0.25)
+    assert first_word_matches([Word(0.0, 0.3, " There"), Word(0.3, 0.5, " for"), Word(0.5, 0.9, " hurrah")],
+                              "Therefore, hurrah for the game.", 0.25)                  # joined, the same sound
+    near = [Word(0.0, 0.2, " You"), Word(0.2, 0.4, " could"), Word(0.4, 0.6, " feel")]  # dev arctic_a0409 cut
+    assert not first_word_matches(near, "He could feel a new stir in the land.", 0.25)   # joined and only close
 
 
 def test_trailing_words_outside_vad_speech_are_not_the_last_word():
@@ -83,6 +86,18 @@ def test_trailing_words_outside_vad_speech_are_not_the_last_word():
     assert [w.text for w in words_in_speech(looped, regions, 0.5)] == [" that's", " road."]
     assert words_in_speech(words, None, 0.5) == words and words_in_speech(words, regions, 0.0) == words
     assert words_in_speech(words, [(0.0, 6.74)], 0.5) == words
+
+
+def test_a_decode_that_loops_over_the_trailing_noise_still_says_nothing_about_the_last_word():
+    """Dev 3259-158083-0000 from its 48-kHz FLAC: '... to stop pick it in. You're going to have a new, new, ...'
+    (120 words timed after the speech). Without the loop the rest is close enough to the text to be used."""
+    text = "THE ADMINISTRATION TRIED IN ANOTHER WAY TO STOP PICKETING"
+    said = "the administration tried in another way to stop pick it in you're going to have".split()
+    words = [Word(0.4 * i, 0.4 * i + 0.4, f" {w}") for i, w in enumerate(said)] + [Word(6.0, 6.0, " new,")] * 120
+    spoken = words_in_speech(words, [(0.0, 5.95)], 0.5)
+    assert spoken[-1].text == " have"
+    assert last_word(words, text, 6.2, 0.25, 0.5, spoken) is None
+    assert last_word(spoken, text, 6.2, 0.25, 0.5).heard == "have"
 
 
 def test_a_word_heard_over_the_trailing_noise_does_not_flag_the_end():
