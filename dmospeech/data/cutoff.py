@@ -73,7 +73,7 @@ def last_word(words: Sequence[Word], text: str, duration_s: float, max_cer: floa
 def first_word_matches(words: Sequence[Word], text: str, max_cer: float) -> bool:
     """Does Whisper hear the text's first word first? `same_word` with a word heard as its own ending taken
     for a word cut at its start; up to four words on each side joined must be the same in letters or in
-    sound (A B C's for ABCs), not only close: 'you could feel' is not 'he could feel'."""
+    sound (there for for therefore), not only close: 'you could feel' is not 'he could feel'."""
     heard, given = normalize_for_wer("".join(w.text for w in words)).split(), normalize_for_wer(text).split()
     if not (heard and given):
         return False

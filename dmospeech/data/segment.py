@@ -114,12 +114,13 @@ def _start_and_words(audio: np.ndarray, sr: int, start: float, end: float, text:
                      segmenter: Segmenter) -> tuple[float, list[Word]]:
     """The clip's start (moved past a leading fragment when Whisper hears the text's first word after it) and
     Whisper's words from there."""
+    def heard_from(first: float) -> list[Word]:
+        return segmenter.transcribe(soxr.resample(time_slice(audio, sr, first, end), sr, MODEL_SR))
+
     moved = leading_fragment_end(audio, sr, start, end, cfg.cutoff)
-    if moved is not None:
-        words = segmenter.transcribe(soxr.resample(time_slice(audio, sr, moved, end), sr, MODEL_SR))
-        if first_word_matches(words, text, cfg.cutoff.last_word_max_cer):
-            return moved, words
-    return start, segmenter.transcribe(soxr.resample(time_slice(audio, sr, start, end), sr, MODEL_SR))
+    if moved is not None and first_word_matches(words := heard_from(moved), text, cfg.cutoff.last_word_max_cer):
+        return moved, words
+    return start, heard_from(start)
 
 
 # ----------------------------------------------------------------------------- long-form audio
