@@ -36,6 +36,7 @@ def session(path: Path, threads: int):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # torch shares the cores between runs
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
