@@ -49,9 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     codec_cfg = params.train_codec.model
-    hop = 1
-    for stride in codec_cfg.strides:
-        hop *= stride
+    hop = codec_cfg.hop_length
     configs = [params.train_fast_decoder.decoder] + [parse_config(c) for c in args.configs]
     torch.manual_seed(0)
     decoders = [FastDecoder(codec_cfg.latent_dim, hop, cfg).eval() for cfg in configs]
