@@ -37,6 +37,10 @@ def label(cfg: FastDecoderConfig) -> str:
     return f"dim {cfg.dim}, ff {cfg.intermediate_dim}, layers {cfg.layers}, n_fft_hops {cfg.n_fft_hops}"
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -53,7 +57,7 @@ def main() -> None:
     configs = [params.train_fast_decoder.decoder] + [parse_config(c) for c in args.configs]
     torch.manual_seed(0)
     decoders = [FastDecoder(codec_cfg.latent_dim, hop, cfg).eval() for cfg in configs]
-    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.threads} thread(s); "
+    print(f"{load()}; {args.threads} thread(s); "
           f"{args.seconds:g} s of latents at {FRAME_RATE} Hz plus context frames; hop {hop}")
     learned: list[list[float]] = [[] for _ in decoders]
     fixed: list[list[float]] = [[] for _ in decoders]
@@ -78,7 +82,7 @@ def main() -> None:
                     end = time.perf_counter()
                     learned[i].append(middle - start)
                     fixed[i].append(end - middle)
-    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(load())
     for i, cfg in enumerate(configs):
         a, b = statistics.median(learned[i]) * 1e3, statistics.median(fixed[i]) * 1e3
         total = statistics.median([x + y for x, y in zip(learned[i], fixed[i])]) * 1e3
