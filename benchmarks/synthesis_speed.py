@@ -12,12 +12,15 @@ Usage: python benchmarks/synthesis_speed.py [--profile tiny|paper] [--prompt-sec
 
 Weights are random (speed does not depend on them; every DiT weight is jittered so that no layer is
 zero and the parity figures mean something); shapes follow params.yaml (tiny) or profiles/paper.yaml
-(paper). The runs are paired: after one warm-up of each, every repeat times one teacher run and, right
-after it, the median of --student-runs runs of the student in each runtime, so all see the machine in
-the same state (on a shared VM a 0.2-s student run varies by +-25 % from minute to minute). Each
-figure is the median over --repeats; the ratio is that of the medians. The load average is printed
-before and after. Parity: the onnxruntime latents (same inputs, same noise) against torch's, relative
-L2 over the generated frames, and the fast decoder's waveform from them.
+(paper). The runs are sandwiched: after one warm-up of each, a block of student runs (the median of
+--student-runs runs in each runtime) comes before the first teacher run and after every one, so all
+see the machine in the same state (on a shared VM a 0.2-s student run varies by +-25 % from minute to
+minute, the teacher's 8-s run by +-20 %). Each time is the median over its runs. The ratio is the
+median over the teacher runs of each one's time over the mean of the two student blocks around it
+(a drift of the machine's speed cancels to first order), with its range and, beside it, the ratio of
+the median times. The load average is printed before and after. Parity: the onnxruntime latents
+(same inputs, same noise) against torch's, relative L2 over the generated frames, and the fast
+decoder's waveform from them.
 The header prints OMP_WAIT_POLICY as OpenMP read it when torch loaded (dmospeech sets PASSIVE
 only when it is imported first; here torch is).
 """
@@ -52,17 +55,30 @@ def seconds(fn) -> float:
     return time.perf_counter() - start
 
 
-def paired_medians(fns: dict, repeats: int, student_runs: int) -> dict[str, float]:
-    """Median seconds per model over `repeats`: each repeat runs the teacher once, then each student
-    `student_runs` times (their median), one after the other."""
+def sandwiched_times(fns: dict, repeats: int, student_runs: int) -> dict[str, list[float]]:
+    """Seconds per run of each model, timed in the order S T S T ... T S: a block of the students
+    (each the median of `student_runs` runs) before the first teacher run and after every one, so
+    that each teacher run has a student block on both sides. After one warm-up of each. Returns the
+    teacher's `repeats` times and each student's `repeats + 1` block medians."""
     for fn in fns.values():
         fn()  # warm-up
+    students = [model for model in fns if model != "teacher"]
     times: dict[str, list[float]] = {model: [] for model in fns}
-    for _ in range(repeats):
-        for model, fn in fns.items():
-            runs = 1 if model == "teacher" else student_runs
-            times[model].append(statistics.median(seconds(fn) for _ in range(runs)))
-    return {model: statistics.median(values) for model, values in times.items()}
+
+    def student_block() -> None:
+        for model in students:
+            times[model].append(statistics.median(seconds(fns[model]) for _ in range(student_runs)))
+    student_block()
+    for _ in range(repeats if "teacher" in fns else 0):
+        times["teacher"].append(seconds(fns["teacher"]))
+        student_block()
+    return times
+
+
+def sandwich_ratios(teacher: list[float], student: list[float]) -> list[float]:
+    """Per teacher run i: its time over the mean of the student blocks just before and after it, so
+    that a drift of the machine's speed over the run cancels to first order."""
+    return [t / ((student[i] + student[i + 1]) / 2) for i, t in enumerate(teacher)]
 
 
 def load() -> str:
@@ -175,15 +191,20 @@ def run(args, net, decoders, onnx, onnx_codec, prompt, phonemes, sampler, times,
             codec = decoders.get(ways[way].removeprefix("with "))
             fns = {m: makers[m] if codec is None else decoded(m, codec) for m in wanted
                    if not (way == "codec" and m.startswith("student onnx"))}
-            for model, value in paired_medians(fns, args.repeats, args.student_runs).items():
-                results[(model, ways[way])] = value
+            for model, values in sandwiched_times(fns, args.repeats, args.student_runs).items():
+                results[(model, ways[way])] = values
             print(f"  {ways[way]} done, {load()}", flush=True)
-    for (model, way), secs in results.items():
+    for (model, way), values in results.items():
         what = f"{sampler.steps} steps, CFG {sampler.cfg_scale:g}" if model == "teacher" else f"{len(times)} steps"
-        print(f"{model:>18} ({what}) {way:>20}: {secs:.3f} s, RTF {secs / args.seconds:.4f}")
-    for (model, way), secs in results.items():
+        secs = statistics.median(values)
+        print(f"{model:>18} ({what}) {way:>20}: {secs:.3f} s, RTF {secs / args.seconds:.4f} "
+              f"(median of {len(values)}, {min(values):.3f}-{max(values):.3f})")
+    for (model, way), values in results.items():
         if model != "teacher" and ("teacher", way) in results:
-            print(f"teacher / {model} wall-clock ratio ({way}): {results[('teacher', way)] / secs:.1f}x")
+            ratios = sandwich_ratios(results[("teacher", way)], values)
+            print(f"teacher / {model} wall-clock ratio ({way}): {statistics.median(ratios):.1f}x, median of "
+                  f"{len(ratios)} sandwiched runs ({min(ratios):.1f}-{max(ratios):.1f}x); ratio of the medians "
+                  f"{statistics.median(results[('teacher', way)]) / statistics.median(values):.1f}x")
     if onnx and "student" in args.models:
         parity(makers, onnx, onnx_codec, decoders["fast decoder"], n_prompt)
 
