@@ -59,7 +59,7 @@ def sandwiched_times(fns: dict, repeats: int, student_runs: int) -> dict[str, li
     """Seconds per run of each model, timed in the order S T S T ... T S: a block of the students
     (each the median of `student_runs` runs) before the first teacher run and after every one, so
     that each teacher run has a student block on both sides. After one warm-up of each. Returns the
-    teacher's `repeats` times and each student's `repeats + 1` block medians."""
+    teacher's `repeats` times and each student's `repeats + 1` block medians (`repeats` without a teacher)."""
     for fn in fns.values():
         fn()  # warm-up
     students = [model for model in fns if model != "teacher"]
@@ -69,8 +69,9 @@ def sandwiched_times(fns: dict, repeats: int, student_runs: int) -> dict[str, li
         for model in students:
             times[model].append(statistics.median(seconds(fns[model]) for _ in range(student_runs)))
     student_block()
-    for _ in range(repeats if "teacher" in fns else 0):
-        times["teacher"].append(seconds(fns["teacher"]))
+    for _ in range(repeats if "teacher" in fns else repeats - 1):   # without a teacher: `repeats` blocks
+        if "teacher" in fns:
+            times["teacher"].append(seconds(fns["teacher"]))
         student_block()
     return times
 
