@@ -62,6 +62,7 @@ def sandwiched_times(fns: dict, repeats: int, student_runs: int) -> dict[str, li
     teacher's `repeats` times and each student's `repeats + 1` block medians (`repeats` without a teacher)."""
     for fn in fns.values():
         fn()  # warm-up
+    teacher = fns.get("teacher")
     students = [model for model in fns if model != "teacher"]
     times: dict[str, list[float]] = {model: [] for model in fns}
 
@@ -69,9 +70,9 @@ def sandwiched_times(fns: dict, repeats: int, student_runs: int) -> dict[str, li
         for model in students:
             times[model].append(statistics.median(seconds(fns[model]) for _ in range(student_runs)))
     student_block()
-    for _ in range(repeats if "teacher" in fns else repeats - 1):   # without a teacher: `repeats` blocks
-        if "teacher" in fns:
-            times["teacher"].append(seconds(fns["teacher"]))
+    for _ in range(repeats if teacher else repeats - 1):   # without a teacher: `repeats` blocks
+        if teacher:
+            times["teacher"].append(seconds(teacher))
         student_block()
     return times
 
