@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dmospeech.ops.audio import AudioError
+from dmospeech.ops.files import files_below
 from dmospeech.config import load_params
 from dmospeech.data.resample import condition_file
 from dmospeech.data.transcribe import Transcriber
@@ -33,7 +34,7 @@ EXTS = {".wav", ".flac", ".mp3", ".ogg"}
 
 def held_out_audio(folders: list[Path], cfg, clips: int, max_seconds: float) -> list[tuple[str, np.ndarray]]:
     """Up to `clips` recordings below `folders` (evenly over the sorted list), cut to `max_seconds`."""
-    paths = sorted(p for folder in folders for p in folder.rglob("*") if p.suffix.lower() in EXTS)
+    paths = sorted(p for folder in folders for p in files_below(folder, suffixes=EXTS))
     picked = [paths[i] for i in np.linspace(0, len(paths) - 1, min(clips, len(paths))).round().astype(int)]
     out = []
     for path in dict.fromkeys(picked):

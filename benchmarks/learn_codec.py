@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from dmospeech.ops.audio import AudioError, write_audio_atomic
+from dmospeech.ops.files import files_below
 from dmospeech.config import load_params
 from dmospeech.data.datasets import Clip
 from dmospeech.data.resample import condition_file
@@ -39,7 +40,7 @@ def prepare_clips(folders: list[Path], work: Path, cfg) -> list[Clip]:
     """Every audio file below `folders` as a 48 kHz mono FLAC clip in `work`."""
     clips = []
     for folder in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTS):
+        for path in files_below(folder, suffixes=EXTS):
             out = work / f"{len(clips):06d}.flac"
             try:
                 audio, info = condition_file(str(path), cfg)

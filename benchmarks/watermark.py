@@ -33,6 +33,7 @@ import numpy as np
 import soundfile as sf
 
 from dmospeech.ops.audio import decode_audio, resample, to_mono
+from dmospeech.ops.files import files_below
 from dmospeech.synthesis.watermark import THRESHOLD, mark, score
 
 RATE = 48000
@@ -72,7 +73,7 @@ CONDITIONS = {
 
 def real_recordings(dirs: list[str], count: int, seconds: float) -> list[tuple[str, np.ndarray]]:
     """`count` recordings spread evenly over the sorted audio files of `dirs`, first `seconds` s, 48 kHz."""
-    files = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in (".wav", ".flac", ".mp3"))
+    files = sorted(p for d in dirs for p in files_below(d, suffixes=(".wav", ".flac", ".mp3")))
     if len(files) < count:
         sys.exit(f"watermark.py: {len(files)} audio files under {dirs}, need --count {count}")
     picked = [files[i] for i in np.linspace(0, len(files) - 1, count).round().astype(int)]

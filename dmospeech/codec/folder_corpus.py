@@ -18,6 +18,7 @@ from typing import Sequence
 
 from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.ops.audio import AudioError, write_audio_atomic
+from dmospeech.ops.files import files_below
 from dmospeech.config import Params, SourceConfig
 from dmospeech.data.datasets import Clip
 from dmospeech.codec.latent_text import LatentTextItem
@@ -39,12 +40,12 @@ def detect_source(folder: Path) -> SourceConfig:
         raise FileNotFoundError(f"{folder} is not a folder")
     if (folder / "metadata.csv").exists():
         return SourceConfig(folder.name, "ljspeech", str(folder), folder.name)
-    speakers = {p.name.split("-")[0] for p in folder.rglob("*.trans.txt")}  # <speaker>-<chapter>.trans.txt
+    speakers = {p.name.split("-")[0] for p in files_below(folder, "*.trans.txt")}  # <speaker>-<chapter>.trans.txt
     if speakers:  # a corpus root, or one speaker's folder (then named after that speaker)
         return SourceConfig(folder.name, "librispeech", str(folder), speakers.pop() if len(speakers) == 1 else None)
     if (folder / "manifest.csv").exists():
         return SourceConfig(folder.name, "csv", str(folder / "manifest.csv"))
-    if next(folder.rglob("*.txt"), None) is not None:
+    if files_below(folder, "*.txt"):
         return SourceConfig(folder.name, "sidecar", str(folder), folder.name)
     return SourceConfig(folder.name, "longform", str(folder))
 

@@ -19,6 +19,7 @@ import soxr
 import torch
 
 from dmospeech.config import SpeakerTeachersConfig
+from dmospeech.ops.files import files_below
 
 TEACHER_RATE = 16000  # all three teachers read 16 kHz audio
 MIN_VOICED_S = 0.5    # Resemblyzer: shorter VAD-trimmed audio falls back to the untrimmed clip
@@ -46,7 +47,7 @@ def _to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def _file_identity(path: Path) -> str:
-    files = sorted(p for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    files = [path] if path.is_file() else files_below(path)
     digest = hashlib.sha256()
     for p in files:
         name = p.relative_to(path) if path.is_dir() else p.name

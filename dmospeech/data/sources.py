@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from dmospeech.config import SourceConfig
+from dmospeech.ops.files import files_below
 
 
 class SourceError(ValueError):
@@ -38,8 +39,7 @@ class SourceItem:
 
 
 def _audio_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
-    exts = {e.lower() for e in extensions}
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts)
+    return files_below(root, suffixes=extensions)
 
 
 def _default_speaker(source: SourceConfig, root: Path, path: Path) -> str:
@@ -71,7 +71,7 @@ def _missing_audio(source: SourceConfig, root: Path, path: Path, text: str, deta
 
 def scan_librispeech(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Iterator[SourceItem]:
     transcripts: dict[str, tuple[str, Path, int]] = {}
-    for trans in sorted(root.rglob("*.trans.txt")):
+    for trans in files_below(root, "*.trans.txt"):
         for n, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
             if line.strip():
                 utt, _, text = line.strip().partition(" ")
@@ -88,7 +88,7 @@ def scan_librispeech(source: SourceConfig, root: Path, exts: tuple[str, ...]) ->
         if utt not in stems:
             yield _missing_audio(source, root, Path(f"{trans}#{utt}"), text,
                                  f"{trans}:{n} transcribes {utt}, but no audio file {utt}.* ({', '.join(exts)}) exists")
-    for normalized in sorted(root.rglob("*.normalized.txt")):
+    for normalized in files_below(root, "*.normalized.txt"):
         utt = normalized.name.removesuffix(".normalized.txt")
         if (normalized.parent, utt) not in beside:
             yield _missing_audio(source, root, normalized, normalized.read_text(encoding="utf-8"),
@@ -123,7 +123,7 @@ def scan_sidecar(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Ite
         txt = path.with_suffix(".txt")
         yield _item(source, root, path, txt.read_text(encoding="utf-8") if txt.exists() else None)
     with_audio = {path.with_suffix(".txt") for path in audio}
-    for txt in sorted(p for p in root.rglob("*.txt") if p.is_file() and p not in with_audio):
+    for txt in (p for p in files_below(root, "*.txt") if p not in with_audio):
         others = sorted(p.name for p in txt.parent.iterdir() if p.stem == txt.stem and p != txt)
         beside = f"; {', '.join(others)} beside it is not in prepare_corpus.audio_extensions" if others else ""
         yield _missing_audio(source, root, txt, txt.read_text(encoding="utf-8"),

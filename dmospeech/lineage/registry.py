@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from dmospeech.ops.files import files_below
 from dmospeech.ops.atomic import UNDEFINED_SUFFIX, dumps_strict, write_json_atomic, write_text_atomic
 from dmospeech.config import GateRule
 from dmospeech.data.manifest import params_hash
@@ -105,7 +106,7 @@ def apply_gate(candidate: dict, source: str, rules: Sequence[GateRule], current:
 def tree_sha256(folder: str | os.PathLike) -> str:
     """sha256 over the relative names and contents of every file below `folder`."""
     folder, digest = Path(folder), hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in files_below(folder):
         digest.update(str(path.relative_to(folder)).encode() + b"\0")
         with open(path, "rb") as fh:
             while block := fh.read(1 << 20):

@@ -125,3 +125,18 @@ def test_text_without_audio_is_an_item_of_every_layout(tmp_path):
     items = scan_source(SourceConfig("lj", "ljspeech", str(lj)), EXTS)
     assert sorted((i.rel_path, i.problem) for i in items) == [
         ("elsewhere/LJ001-0001.wav", "missing_transcript"), ("wavs/LJ001-0001.wav", "missing_audio")]
+
+
+def test_librispeech_assembled_from_symlinked_speaker_folders(tmp_path):
+    """A split made of links to speaker folders (train/103 -> corpus/103): every linked speaker is
+    listed, under the name it has in the split (Path.rglob before 3.13 skipped them all silently)."""
+    corpus, split = tmp_path / "corpus", tmp_path / "split"
+    for spk in ("19", "20"):
+        write(corpus / spk / "1" / f"{spk}-1-0000.flac", voiced(1.0, seed=int(spk)))
+        (corpus / spk / "1" / f"{spk}-1.trans.txt").write_text(f"{spk}-1-0000 SPEAKER {spk}\n")
+        (split / spk).parent.mkdir(parents=True, exist_ok=True)
+        (split / spk).symlink_to(corpus / spk, target_is_directory=True)
+    items = by_name(scan_source(SourceConfig("ls", "librispeech", str(split)), EXTS))
+    assert sorted(items) == ["19-1-0000.flac", "20-1-0000.flac"]
+    assert items["20-1-0000.flac"].text == "SPEAKER 20" and items["20-1-0000.flac"].speaker == "20"
+    assert items["19-1-0000.flac"].rel_path == "19/1/19-1-0000.flac"
