@@ -4,11 +4,12 @@ decodes them with each decoder, and prints per decoder: the multi-scale mel loss
 Whisper's WER against its transcript of the original recording, Resemblyzer's cosine similarity to
 the original, and the decoding time per second of audio on this machine.
 
-Usage: python benchmarks/decoder_quality.py --codec CODEC_CKPT --fast FAST_CKPT --valid DIR [DIR ...]
+Usage: python benchmarks/decoder_quality.py --codec CODEC_CKPT [--fast FAST_CKPT] --valid DIR [DIR ...]
        [--clips 24] [--max-seconds 12] [--threads 2] [--params params.yaml]
 
 CODEC_CKPT is a train_codec checkpoint; FAST_CKPT a train_fast_decoder (or learn_codec.py
 --encoder-from) checkpoint fitted to it: the script checks that both have the same encoder.
+Without --fast only the codec's own decoder is judged (say, a codec that has no fast decoder yet).
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def held_out_audio(folders: list[Path], cfg, clips: int, max_seconds: float) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--codec", type=Path, required=True)
-    parser.add_argument("--fast", type=Path, required=True)
+    parser.add_argument("--fast", type=Path, default=None, help="without it: the codec's own decoder alone")
     parser.add_argument("--valid", type=Path, nargs="+", required=True)
     parser.add_argument("--clips", type=int, default=24)
     parser.add_argument("--max-seconds", type=float, default=12.0)
@@ -60,7 +61,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     codec = Codec.from_checkpoint(args.codec)
-    decoders = {"codec decoder": codec, "fast decoder": same_encoder_codec(codec, args.fast)}
+    decoders = {"codec decoder": codec}
+    if args.fast is not None:
+        decoders["fast decoder"] = same_encoder_codec(codec, args.fast)
     rate = codec.cfg.sample_rate
     mel = CodecLoss(params.train_codec.mel, {}, build_discriminator(params.train_codec.discriminator, rate), rate)
     clips = held_out_audio(args.valid, params.resample_audio, args.clips, args.max_seconds)
