@@ -38,7 +38,7 @@ import torch
 
 from dmospeech.ops.atomic import write_text_atomic
 from dmospeech.config import load_params
-from dmospeech.codec.folder_corpus import build_folder_corpus, detect_source
+from dmospeech.codec.folder_corpus import build_folder_corpus, items_below
 from dmospeech.codec.latent_text import FRAME_RATE, LatentTextDataset
 from dmospeech.codec.latents import LatentStore
 from dmospeech.critics.speed_copies import recogniser_speed_copies, with_copies_states
@@ -146,8 +146,10 @@ def main() -> None:
     if len(args.valid) > 1:
         with task._part.ema_weights() as asr:
             for group in args.valid:
-                speakers = {detect_source(f).speaker or f.name for f in group}
-                items = [it for it in valid_items if it.speaker in speakers]
+                items = items_below(valid_items, group, tuple(params.prepare_corpus.audio_extensions))
+                if not items:
+                    print(f"  no held-out segment comes from {' '.join(map(str, group))[:80]}")
+                    continue
                 groups[" ".join(f.name for f in group)] = (len(items), task.evaluate(
                     asr, valid=LatentTextDataset(items, store, stats, FRAME_RATE))["valid/per"])
     points = curve(Path(loop.report_dir), (0, before["valid/per"]), (result.step, after["valid/per"]))

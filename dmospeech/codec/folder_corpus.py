@@ -70,6 +70,14 @@ def _clip_id(item: SourceItem) -> str:
     return f"{hashlib.sha256(str(item.path).encode()).hexdigest()[:12]}_{item.path.stem}"
 
 
+def items_below(items: Sequence[LatentTextItem], folders: Sequence[Path], extensions: tuple[str, ...]
+                ) -> list[LatentTextItem]:
+    """The corpus items whose source file lies below `folders` (one validation group, say), matched by
+    clip id: a folder of many speakers selects all of them."""
+    wanted = {_clip_id(item) for item in scan_folders(folders, extensions)}
+    return [it for it in items if it.segment_id in wanted]
+
+
 def build_split(folders: Sequence[Path], split: str, work_dir: Path, subdir: str, codec: Codec,
                 codec_checkpoint: Path, params: Params, max_seconds: float
                 ) -> tuple[list[LatentTextItem], LatentStats, list[str]]:

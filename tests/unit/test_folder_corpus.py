@@ -4,7 +4,7 @@ from dataclasses import asdict, replace
 import torch
 
 from dmospeech.ops.checkpoint import save_checkpoint
-from dmospeech.codec.folder_corpus import build_folder_corpus, detect_source
+from dmospeech.codec.folder_corpus import build_folder_corpus, detect_source, items_below
 from dmospeech.codec.model import Codec
 from tests.helpers import params, voiced, write
 
@@ -39,3 +39,29 @@ def test_a_new_validation_folder_encodes_only_the_validation_split(tmp_path, cap
     assert [it.speaker for it in other_valid] == ["carol"]
     _, back, _ = build_folder_corpus([train], [first], work, codec_dir, p)
     assert back == valid_items and capsys.readouterr().out.count("reusing") == 2
+
+
+def librispeech_folder(root, speakers, seed):
+    for n, spk in enumerate(speakers):
+        chapter = root / spk / "1"
+        write(chapter / f"{spk}-1-0000.flac", voiced(1.2, seed=seed + n, f0=110 + 15 * n))
+        (chapter / f"{spk}-1.trans.txt").write_text(f"{spk}-1-0000 {TEXTS[n % len(TEXTS)].upper()}\n")
+    return root
+
+
+def test_validation_groups_select_their_items_whatever_the_layout(tmp_path):
+    """learn_asr.py's groups: a LibriSpeech folder of several speakers (whose items carry the speakers'
+    ids, not the folder's name) selects all of its items, a one-speaker folder its own."""
+    p = params()
+    torch.manual_seed(0)
+    cfg = replace(p.train_codec.model, encoder_dim=4, decoder_dim=16)
+    codec_dir = save_checkpoint(tmp_path / "codec", 1, {"codec.ema": Codec(cfg).state_dict()}, {"step": 1},
+                                {"task": "codec", "model": asdict(cfg)}, 0)
+    train = sidecar_folder(tmp_path, "alice", 2, 0)
+    unseen = librispeech_folder(tmp_path / "librispeech", ["19", "20"], 30)
+    kept = sidecar_folder(tmp_path, "bob", 1, 10)
+    _, valid_items, _ = build_folder_corpus([train], [unseen, kept], tmp_path / "corpus", codec_dir, p)
+    exts = tuple(p.prepare_corpus.audio_extensions)
+    assert sorted(it.speaker for it in items_below(valid_items, [unseen], exts)) == ["19", "20"]
+    assert [it.speaker for it in items_below(valid_items, [kept], exts)] == ["bob"]
+    assert items_below(valid_items, [train], exts) == []
