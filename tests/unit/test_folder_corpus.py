@@ -18,12 +18,16 @@ def sidecar_folder(root, name, n, seed):
     return root / name
 
 
-def test_a_new_validation_folder_encodes_only_the_validation_split(tmp_path, capsys):
-    p = params()
+def tiny_codec(tmp_path):
+    """A checkpoint of a small random codec (seed 0)."""
     torch.manual_seed(0)
-    cfg = replace(p.train_codec.model, encoder_dim=4, decoder_dim=16)
-    codec_dir = save_checkpoint(tmp_path / "codec", 1, {"codec.ema": Codec(cfg).state_dict()}, {"step": 1},
-                                {"task": "codec", "model": asdict(cfg)}, 0)
+    cfg = replace(params().train_codec.model, encoder_dim=4, decoder_dim=16)
+    return save_checkpoint(tmp_path / "codec", 1, {"codec.ema": Codec(cfg).state_dict()}, {"step": 1},
+                           {"task": "codec", "model": asdict(cfg)}, 0)
+
+
+def test_a_new_validation_folder_encodes_only_the_validation_split(tmp_path, capsys):
+    p, codec_dir = params(), tiny_codec(tmp_path)
     train = sidecar_folder(tmp_path, "alice", 3, 0)
     first, second = sidecar_folder(tmp_path, "bob", 2, 10), sidecar_folder(tmp_path, "carol", 1, 20)
     assert detect_source(train).kind == "sidecar"
@@ -52,11 +56,7 @@ def librispeech_folder(root, speakers, seed):
 def test_validation_groups_select_their_items_whatever_the_layout(tmp_path):
     """learn_asr.py's groups: a LibriSpeech folder of several speakers (whose items carry the speakers'
     ids, not the folder's name) selects all of its items, a one-speaker folder its own."""
-    p = params()
-    torch.manual_seed(0)
-    cfg = replace(p.train_codec.model, encoder_dim=4, decoder_dim=16)
-    codec_dir = save_checkpoint(tmp_path / "codec", 1, {"codec.ema": Codec(cfg).state_dict()}, {"step": 1},
-                                {"task": "codec", "model": asdict(cfg)}, 0)
+    p, codec_dir = params(), tiny_codec(tmp_path)
     train = sidecar_folder(tmp_path, "alice", 2, 0)
     unseen = librispeech_folder(tmp_path / "librispeech", ["19", "20"], 30)
     kept = sidecar_folder(tmp_path, "bob", 1, 10)
