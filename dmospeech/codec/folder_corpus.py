@@ -18,7 +18,7 @@ from typing import Sequence
 
 from dmospeech.ops.atomic import write_json_atomic
 from dmospeech.ops.audio import AudioError, write_audio_atomic
-from dmospeech.ops.files import files_below
+from dmospeech.ops.files import files_below, iter_files_below
 from dmospeech.config import Params, SourceConfig
 from dmospeech.data.datasets import Clip
 from dmospeech.codec.latent_text import LatentTextItem
@@ -45,7 +45,7 @@ def detect_source(folder: Path) -> SourceConfig:
         return SourceConfig(folder.name, "librispeech", str(folder), speakers.pop() if len(speakers) == 1 else None)
     if (folder / "manifest.csv").exists():
         return SourceConfig(folder.name, "csv", str(folder / "manifest.csv"))
-    if files_below(folder, "*.txt"):
+    if next(iter_files_below(folder, "*.txt"), None) is not None:
         return SourceConfig(folder.name, "sidecar", str(folder), folder.name)
     return SourceConfig(folder.name, "longform", str(folder))
 

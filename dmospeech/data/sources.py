@@ -38,10 +38,6 @@ class SourceItem:
     problem_detail: str | None = None
 
 
-def _audio_files(root: Path, extensions: tuple[str, ...]) -> list[Path]:
-    return files_below(root, suffixes=extensions)
-
-
 def _default_speaker(source: SourceConfig, root: Path, path: Path) -> str:
     """The configured speaker, else the first folder below the root, else the root's name."""
     if source.speaker:
@@ -76,7 +72,7 @@ def scan_librispeech(source: SourceConfig, root: Path, exts: tuple[str, ...]) ->
             if line.strip():
                 utt, _, text = line.strip().partition(" ")
                 transcripts[utt] = (text, trans, n)
-    audio = _audio_files(root, exts)
+    audio = files_below(root, suffixes=exts)
     for path in audio:
         text = transcripts[path.stem][0] if path.stem in transcripts else None
         normalized = path.with_name(f"{path.stem}.normalized.txt")
@@ -112,13 +108,13 @@ def scan_ljspeech(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> It
     for utt, text in listed.items():
         yield _item(source, root, root / "wavs" / f"{utt}.wav", text, speaker=speaker)
     wavs = {root / "wavs" / f"{utt}.wav" for utt in listed}
-    for path in _audio_files(root, exts):
+    for path in files_below(root, suffixes=exts):
         if path not in wavs:
             yield _item(source, root, path, None, speaker=speaker)
 
 
 def scan_sidecar(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Iterator[SourceItem]:
-    audio = _audio_files(root, exts)
+    audio = files_below(root, suffixes=exts)
     for path in audio:
         txt = path.with_suffix(".txt")
         yield _item(source, root, path, txt.read_text(encoding="utf-8") if txt.exists() else None)
@@ -146,7 +142,7 @@ def scan_csv(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Iterato
 
 
 def scan_longform(source: SourceConfig, root: Path, exts: tuple[str, ...]) -> Iterator[SourceItem]:
-    for path in _audio_files(root, exts):
+    for path in files_below(root, suffixes=exts):
         speaker = source.speaker or (path.relative_to(root).parts[0] if len(path.relative_to(root).parts) > 1
                                      else path.stem)
         yield _item(source, root, path, None, transcribed=False, speaker=speaker)

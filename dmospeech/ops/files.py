@@ -11,17 +11,21 @@ from __future__ import annotations
 import fnmatch
 import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 
 def files_below(root: str | os.PathLike, pattern: str = "*", suffixes: Optional[Iterable[str]] = None) -> list[Path]:
     """Sorted files below `root` (through symlinked folders) whose name matches the glob `pattern`
     and, with `suffixes` (".wav", ...; any case), whose suffix is one of them. Broken links are not files."""
-    root = Path(root)
+    return sorted(iter_files_below(root, pattern, suffixes))
+
+
+def iter_files_below(root: str | os.PathLike, pattern: str = "*", suffixes: Optional[Iterable[str]] = None
+                     ) -> Iterator[Path]:
+    """`files_below` as it walks, unsorted: `next()` on it stops at the first match."""
     wanted = None if suffixes is None else {s.lower() for s in suffixes}
     seen: set[str] = set()
-    found = []
-    for folder, dirs, names in os.walk(root, followlinks=True):
+    for folder, dirs, names in os.walk(Path(root), followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:          # a second link to a folder already listed, or a cycle
             dirs[:] = []
@@ -32,5 +36,4 @@ def files_below(root: str | os.PathLike, pattern: str = "*", suffixes: Optional[
             path = Path(folder, name)
             if (fnmatch.fnmatchcase(name, pattern) and (wanted is None or path.suffix.lower() in wanted)
                     and path.is_file()):
-                found.append(path)
-    return sorted(found)
+                yield path
