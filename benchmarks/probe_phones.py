@@ -12,9 +12,11 @@ distillation), so the gap between them is what the codec loses: if a head on the
 behind the same head on a mel, no recogniser trained on those latents will read speech as well.
 
 Usage: python benchmarks/probe_phones.py --train DIR [DIR ...] --valid DIR [DIR ...] --codec CKPT
-       [--steps 600] [--minutes 10] [--threads 1] [--corpus DIR] [--params params.yaml]
+       [--steps 600] [--minutes 10] [--threads 1] [--corpus DIR] [--params params.yaml] [--skip-mel]
 
-`--minutes` caps each representation's fitting; folders and corpus cache as in learn_asr.py (the
+`--minutes` caps each representation's fitting; `--skip-mel` leaves the log-mel out when comparing
+codecs on the same segments (its figure does not change; the Whisper head is always fitted, as the
+others are distilled from its posteriors); folders and corpus cache as in learn_asr.py (the
 Whisper states are cached in CORPUS/whisper_states and CORPUS/whisper_states_valid).
 """
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dmospeech.critics.whisper_phones import fit_phone_head, head_phone_error_ra
 from dmospeech.data.whisper_states import channel_stats, states_at_latent_rate
 
 MEL_RATE, MEL_HOP = 16000, 400  # 40 frames per second, the latents' rate
+LABELS = {"whisper": "Whisper states", "mel": "log-mel", "latents": "codec latents"}
 
 
 def log_mels(items: list[LatentTextItem]) -> list[torch.Tensor]:
@@ -65,6 +68,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--corpus", type=Path, default=Path("runs/probe_phones/corpus"))
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--skip-mel", action="store_true",
+                        help="fit no head on the log-mel (its figure does not depend on the codec)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
@@ -86,9 +91,10 @@ def main() -> None:
     features = {
         "whisper": standardise([states_at_latent_rate(states[it.segment_id], it.num_frames) for it in train_items],
                                [states_at_latent_rate(valid_states[it.segment_id], it.num_frames) for it in valid_items]),
-        "mel": standardise(log_mels(train_items), log_mels(valid_items)),
+        "mel": None if args.skip_mel else standardise(log_mels(train_items), log_mels(valid_items)),
         "latents": standardise(latents(train_items), latents(valid_items)),
     }
+    features = {name: pair for name, pair in features.items() if pair is not None}
     phonemes = [it.phoneme_ids for it in train_items]
     valid_phonemes = [it.phoneme_ids for it in valid_items]
     head_cfg = replace(cfg.distill.phone_head, steps=args.steps)
@@ -103,8 +109,8 @@ def main() -> None:
               f"min, held-out phone error rate {100 * results[name]:.1f} %", flush=True)
         if name == "whisper":
             teacher_posteriors = phone_log_posteriors(head, train_x)
-    print(f"phone error rate of the same head: Whisper states {100 * results['whisper']:.1f} %, log-mel "
-          f"{100 * results['mel']:.1f} %, codec latents {100 * results['latents']:.1f} %")
+    print("phone error rate of the same head: " + ", ".join(
+        f"{LABELS[name]} {100 * rate:.1f} %" for name, rate in results.items()))
 
 
 def fit_steps_within(minutes: float, fit, steps: int):

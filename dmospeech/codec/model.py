@@ -91,6 +91,23 @@ def istft_same(spectrum: torch.Tensor, window: torch.Tensor, hop: int) -> torch.
     return overlap_add(frames, hop)[:, pad:-pad] / envelope[:, pad:-pad]  # cut first: the edges' envelope is 0
 
 
+class ContextEncoder(nn.Module):
+    """DAC's encoder, then `layers` ConvNeXt blocks at the latent frame rate (vocos' backbone, +-3
+    frames each) and a 1x1 convolution to the bottleneck's 2c channels: each latent frame sees about
+    +-3 (layers + 1) frames of the encoder's features, as Mimi's encoder transformer gives its latents
+    context, at 40 Hz instead of 48 kHz. (b, 1, t) -> (b, out_channels, t / hop)."""
+
+    def __init__(self, encoder_dim: int, strides: list[int], out_channels: int, layers: int):
+        super().__init__()
+        width = encoder_dim * 2 ** len(strides)   # DAC's encoder doubles its width at every stride
+        self.dac = Encoder(encoder_dim, strides, width)
+        self.context = VocosBackbone(width, width, 3 * width, layers)
+        self.out = nn.Conv1d(width, out_channels, 1)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.out(self.context(self.dac(audio)).transpose(1, 2))
+
+
 class Codec(nn.Module):
     """encode(audio) -> (mean, logscale); decode(latents) -> audio; forward = both with eq. 11. With
     `cfg.semantic_dim` > 0 also a semantic head on the posterior mean (training only, see
@@ -103,7 +120,8 @@ class Codec(nn.Module):
                              f"40 Hz, which needs hop {cfg.sample_rate // 40} at {cfg.sample_rate} Hz")
         self.cfg = cfg
         # DAC's encoder ends in a conv to d_latent channels: 2c = mean and log-scale (eq. 11)
-        self.encoder = Encoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim)
+        self.encoder = (Encoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim) if not cfg.context_layers
+                        else ContextEncoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim, cfg.context_layers))
         self.decoder = (Decoder(cfg.latent_dim, cfg.decoder_dim, list(reversed(cfg.strides)))
                         if cfg.fast_decoder is None else FastDecoder(cfg.latent_dim, cfg.hop_length, cfg.fast_decoder))
         self.semantic = nn.Conv1d(cfg.latent_dim, cfg.semantic_dim, 3, padding=1) if cfg.semantic_dim else None

@@ -92,7 +92,7 @@ class CodecTask:
         """The encoder (EMA weights, as encode_latents uses) of the codec at `encoder_from`, frozen:
         the latents stay those the downstream models were trained on."""
         source = Codec.from_checkpoint(self.encoder_from)
-        keys = ("sample_rate", "encoder_dim", "strides", "latent_dim")
+        keys = ("sample_rate", "encoder_dim", "strides", "latent_dim", "context_layers")
         mismatch = [k for k in keys if getattr(source.cfg, k) != getattr(codec.cfg, k)]
         if mismatch:
             raise ValueError(f"the codec at {self.encoder_from} has a different encoder: "

@@ -23,7 +23,9 @@ class FastDecoderConfig:
 class CodecConfig:
     """DAC encoder/decoder with a Gaussian (VAE) bottleneck; hop = prod(strides). With
     `fast_decoder` set, that decoder replaces DAC's (the encoder and its latents are unchanged).
-    `semantic_dim` > 0 adds the semantic head (train_codec.semantic), which only training reads."""
+    `semantic_dim` > 0 adds the semantic head (train_codec.semantic), which only training reads.
+    `context_layers` > 0 puts that many ConvNeXt blocks at 40 Hz between DAC's encoder and the
+    bottleneck (as Mimi puts a transformer there): more context per latent frame for little compute."""
     sample_rate: int
     encoder_dim: int
     strides: tuple[int, ...]
@@ -31,6 +33,7 @@ class CodecConfig:
     decoder_dim: int
     fast_decoder: Optional[FastDecoderConfig] = None
     semantic_dim: int = 0     # > 0: a head on the posterior-mean latents predicts Whisper states this wide
+    context_layers: int = 0   # > 0: ConvNeXt blocks at the latent rate before the bottleneck (ContextEncoder)
 
     @property
     def hop_length(self) -> int:

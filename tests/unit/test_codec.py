@@ -135,3 +135,21 @@ def test_the_fast_decoders_inverse_stft_is_vocos_head():
         vocos = decoder.head(decoder.backbone(latents))[:, None]
     assert mine.shape == vocos.shape == (2, 1, 13 * 1200)
     assert torch.allclose(mine, vocos, atol=1e-6, rtol=1e-4) and vocos.abs().max() > 1e-3
+
+
+def test_the_context_encoder_widens_what_each_latent_frame_hears():
+    """context_layers ConvNeXt blocks (kernel 7) after DAC's encoder: a click in frame 40 reaches
+    3 (layers + 1) more frames on each side, and the latents keep their shape."""
+    reached = {}
+    for layers in (0, 2):
+        torch.manual_seed(0)
+        codec = Codec(replace(params().train_codec.model, encoder_dim=4, decoder_dim=16, context_layers=layers)).eval()
+        audio = torch.randn(1, 1, 1200 * 60) * 0.1
+        clicked = audio.clone()
+        clicked[..., 1200 * 40:1200 * 41] += 0.5
+        with torch.no_grad():
+            mean, clicked_mean = codec.encode(audio)[0], codec.encode(clicked)[0]
+        assert mean.shape == (1, 64, 60)
+        changed = ((mean - clicked_mean).abs().amax(dim=1)[0] > 0).nonzero().flatten()
+        reached[layers] = (int(changed.min()), int(changed.max()))
+    assert reached[2] == (reached[0][0] - 9, reached[0][1] + 9)

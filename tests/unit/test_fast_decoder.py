@@ -32,8 +32,9 @@ def saved_codec(root, **changes):
                            {"task": "codec", "model": asdict(cfg)}, 0), codec
 
 
-def test_only_the_fast_decoder_learns_and_the_encoder_is_the_codecs(tmp_path):
-    codec_dir, source = saved_codec(tmp_path / "codec")
+@pytest.mark.parametrize("context_layers", [0, 1])
+def test_only_the_fast_decoder_learns_and_the_encoder_is_the_codecs(tmp_path, context_layers):
+    codec_dir, source = saved_codec(tmp_path / "codec", context_layers=context_layers)
     cfg = small_fast_decoder_training(tmp_path).codec_training(source.cfg)
     clips = fabricated_clips(tmp_path, n=4)
     task = CodecTask(cfg, clips, clips[:1], cfg.loop.report_dir, encoder_from=codec_dir)
