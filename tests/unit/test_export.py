@@ -138,3 +138,23 @@ def test_clear_errors(models, tmp_path):
         export_onnx(models["student"], models["fast"], tmp_path / "busy")
     with pytest.raises(FileNotFoundError, match="not an ONNX export"):
         OnnxStudent(tmp_path)
+
+
+@pytest.mark.parametrize("seconds", [1.0, 2.37])
+def test_a_context_encoder_exports_with_a_dynamic_length(tmp_path, seconds):
+    """train_codec.model.context_layers > 0 (ConvNeXt blocks after DAC's encoder) exports as the same graph."""
+    import onnxruntime
+
+    from dmospeech.synthesis.export import EncoderGraph, export_graph
+
+    torch.manual_seed(0)
+    codec = jittered(Codec(replace(params().train_codec.model, encoder_dim=4, decoder_dim=16, context_layers=2)), 4)
+    export_graph(EncoderGraph(codec), (torch.randn(1, 1, 48 * codec.hop_length),), tmp_path / "encoder.onnx",
+                 {"audio": {2: "t"}}, {"mean": {2: "n"}})
+    audio = torch.from_numpy(voiced(seconds, 48000))[None, None]
+    audio = codec.pad(audio)
+    with torch.no_grad():
+        ref = codec.encode(audio)[0]
+    got = onnxruntime.InferenceSession(str(tmp_path / "encoder.onnx")).run(None, {"audio": audio.numpy()})[0]
+    assert got.shape == tuple(ref.shape)
+    assert rel(torch.from_numpy(got), ref) < 1e-4
