@@ -9,7 +9,12 @@ prints the mel loss of the codec's own (DAC) decoder on the same held-out clips.
 
 Usage: python benchmarks/learn_codec.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
        [--valid-clips 8] [--out runs/learn_codec] [--params params.yaml] [--encoder-from CKPT]
-       [--valid-every N] [--threads 2] [--semantic-weight W]
+       [--valid-every N] [--threads 2] [--semantic-weight W] [--steps N]
+
+`--steps` sets the length of the cosine learning-rate schedule (warmup, then `lr` down to `min_lr` at
+step N; the run stops at step N or at --minutes, whichever comes first): set it to the steps the
+budget allows (a constant-rate run's figure) to end the budget at the low rate. Without it the rate
+stays at its peak.
 
 Every audio file below the folders is used (any rate; converted to 48 kHz mono FLAC with the
 resample_audio settings). Decoded clips and a spectrogram comparison go to OUT/report/samples.
@@ -67,6 +72,7 @@ def main() -> None:
     parser.add_argument("--semantic-weight", type=float, default=None,
                         help="train_codec.semantic.weight (default: the params'); 0 also drops the semantic head "
                              "(the fast decoder never has the term)")
+    parser.add_argument("--steps", type=int, default=0, help="cosine schedule length (0: constant after warmup)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
@@ -78,7 +84,7 @@ def main() -> None:
     valid_clips = prepare_clips(args.valid, args.out / "audio" / "valid", params.resample_audio)
     valid_clips = sorted(valid_clips, key=lambda c: -c.duration_s)[: args.valid_clips]
     base = params.train_codec if args.encoder_from is None else params.train_fast_decoder
-    loop = replace(base.loop, max_minutes=args.minutes, max_steps=10**9, checkpoint_every=10**9,
+    loop = replace(base.loop, max_minutes=args.minutes, max_steps=args.steps or 10**9, checkpoint_every=10**9,
                    valid_every=args.valid_every, out_dir=str(args.out / "checkpoints"),
                    report_dir=str(args.out / "report"))
     if args.encoder_from is None:
