@@ -91,10 +91,10 @@ def main() -> None:
     features = {
         "whisper": standardise([states_at_latent_rate(states[it.segment_id], it.num_frames) for it in train_items],
                                [states_at_latent_rate(valid_states[it.segment_id], it.num_frames) for it in valid_items]),
-        "mel": None if args.skip_mel else standardise(log_mels(train_items), log_mels(valid_items)),
-        "latents": standardise(latents(train_items), latents(valid_items)),
     }
-    features = {name: pair for name, pair in features.items() if pair is not None}
+    if not args.skip_mel:
+        features["mel"] = standardise(log_mels(train_items), log_mels(valid_items))
+    features["latents"] = standardise(latents(train_items), latents(valid_items))
     phonemes = [it.phoneme_ids for it in train_items]
     valid_phonemes = [it.phoneme_ids for it in valid_items]
     head_cfg = replace(cfg.distill.phone_head, steps=args.steps)
