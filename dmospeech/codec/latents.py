@@ -33,6 +33,7 @@ from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.manifest import Lineage, frame
 from dmospeech.codec.model import Codec, frames_for_samples, reparameterize
 from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, group_by_size
+from dmospeech.ops.runtime import release_freed_memory
 
 # The segments that get latents: every segment marked for training (all splits) whose audio row
 # exists and that no stage quarantined. Columns feed `clips_from_segments` and the lineage.
@@ -330,6 +331,7 @@ def _encode_planned(shards: list[tuple[int, list[Clip]]], codec: Codec, cfg: Enc
         for batch in equal_frame_batches(clips, sample_rate, codec.hop_length, cfg.batch_seconds):
             latents = encode_audio(codec, [audio for _, audio in batch], [clip.clip_id for clip, _ in batch],
                                    cfg.use_mean)
+            release_freed_memory()  # every clip length is a new shape: glibc's heap would only grow
             for (clip, audio), z in zip(batch, latents):  # z: (n, c)
                 check_finite(z, clip, codec_checkpoint)
                 moments.add(z.numpy())

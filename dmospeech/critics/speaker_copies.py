@@ -35,7 +35,7 @@ from dmospeech.codec.latents import (INDEX_FILE, LatentStats, LatentStore, encod
                                     read_keyed_index, run_planned_shards, shard_name, write_shard)
 from dmospeech.codec.model import Codec
 from dmospeech.ops.executor import LOCAL, Executor, group_by_size
-from dmospeech.ops.runtime import cached_by_rank_zero
+from dmospeech.ops.runtime import cached_by_rank_zero, release_freed_memory
 from dmospeech.critics.speaker_teachers import SpeakerTeacher, pitch_shift
 
 CACHE_VERSION = 1
@@ -88,6 +88,7 @@ def speaker_copies_shard(groups: list[tuple[int, list[LatentTextItem]]], store: 
                     latents = store.read(item.shard, item.frame_offset, item.num_frames)
                 else:
                     latents = encode_audio(codec, [shifted], [f"{item.segment_id}@{shift:+g}"], use_mean)[0]
+                    release_freed_memory()  # a new length each time: glibc's heap would only grow
                 if len(latents) != item.num_frames:
                     raise ValueError(f"segment {item.segment_id}: its audio ({item.audio_path}, {item.start_s:.2f}-"
                                      f"{item.end_s:.2f} s) encodes to {len(latents)} frames but the latent cache "

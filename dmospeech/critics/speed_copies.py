@@ -36,7 +36,7 @@ from dmospeech.codec.latents import (INDEX_FILE, encode_audio, read_keyed_index,
                                     write_shard)
 from dmospeech.codec.model import Codec
 from dmospeech.ops.executor import LOCAL, Executor, group_by_size
-from dmospeech.ops.runtime import cached_by_rank_zero
+from dmospeech.ops.runtime import cached_by_rank_zero, release_freed_memory
 
 CACHE_VERSION = 1
 
@@ -86,6 +86,7 @@ def speed_copies_shard(groups: list[tuple[int, list[LatentTextItem]]], codec: Co
                 for factor in factors:
                     cid = copy_id(item.segment_id, factor)
                     latents = encode_audio(codec, [speed_perturb(audio, sample_rate, factor)], [cid], use_mean)[0]
+                    release_freed_memory()  # a new length each time: glibc's heap would only grow
                     copies.append(replace(item, segment_id=cid, shard=os.path.join(prefix, name), frame_offset=offset,
                                           num_frames=len(latents)))
                     pieces.append(latents)
