@@ -10,11 +10,16 @@ prints the mel loss of the codec's own (DAC) decoder on the same held-out clips.
 Usage: python benchmarks/learn_codec.py --minutes 30 --train DIR [DIR ...] --valid DIR [DIR ...]
        [--valid-clips 8] [--out runs/learn_codec] [--params params.yaml] [--encoder-from CKPT]
        [--valid-every N] [--threads 2] [--semantic-weight W] [--steps N]
+       [--checkpoint-every N] [--resume]
 
 `--steps` sets the length of the cosine learning-rate schedule (warmup, then `lr` down to `min_lr` at
 step N; the run stops at step N or at --minutes, whichever comes first): set it to the steps the
 budget allows (a constant-rate run's figure) to end the budget at the low rate. Without it the rate
 stays at its peak.
+
+A budget can be spent in parts: `--checkpoint-every N` saves every N steps (besides the end), and
+`--resume` with the same arguments continues OUT's run from its latest checkpoint (exact resume:
+weights, optimisers, schedule, RNG and data order) for another --minutes.
 
 Every audio file below the folders is used (any rate; converted to 48 kHz mono FLAC with the
 resample_audio settings). Decoded clips and a spectrogram comparison go to OUT/report/samples.
@@ -73,18 +78,23 @@ def main() -> None:
                         help="train_codec.semantic.weight (default: the params'); 0 also drops the semantic head "
                              "(the fast decoder never has the term)")
     parser.add_argument("--steps", type=int, default=0, help="cosine schedule length (0: constant after warmup)")
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="steps between checkpoints (0: at the end)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue OUT's run from its latest checkpoint (same arguments) for another --minutes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     params = load_params(args.params)
     states_dir = args.out / "whisper_states"
-    for child in args.out.glob("*"):   # a fresh run, except for the cached Whisper states
+    if args.resume and not list((args.out / "checkpoints").glob("step_*")):
+        raise SystemExit(f"--resume: no checkpoint in {args.out / 'checkpoints'} to continue")
+    for child in [] if args.resume else args.out.glob("*"):   # a fresh run, except for the cached Whisper states
         if child != states_dir:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     train_clips = prepare_clips(args.train, args.out / "audio" / "train", params.resample_audio)
     valid_clips = prepare_clips(args.valid, args.out / "audio" / "valid", params.resample_audio)
     valid_clips = sorted(valid_clips, key=lambda c: -c.duration_s)[: args.valid_clips]
     base = params.train_codec if args.encoder_from is None else params.train_fast_decoder
-    loop = replace(base.loop, max_minutes=args.minutes, max_steps=args.steps or 10**9, checkpoint_every=10**9,
+    loop = replace(base.loop, max_minutes=args.minutes, max_steps=args.steps or 10**9, checkpoint_every=args.checkpoint_every or 10**9,
                    valid_every=args.valid_every, out_dir=str(args.out / "checkpoints"),
                    report_dir=str(args.out / "report"))
     if args.encoder_from is None:
@@ -115,7 +125,8 @@ def main() -> None:
     result = train(task, loop, task.run_config())
     minutes = (time.perf_counter() - start) / 60
     after = task.validate(result.step)
-    print(f"steps: {result.step} in {minutes:.1f} min ({result.stop_reason})")
+    part = f" (resumed at step {result.resumed_from})" if result.resumed_from is not None else ""
+    print(f"steps: {result.step} in {minutes:.1f} min{part} ({result.stop_reason})")
     for key, name in (("valid/mel_loss", "mel"), ("valid/semantic_loss", "semantic")):
         if key in before:
             print(f"validation {name} loss: step 0 {before[key]:.3f} -> step {result.step} {after[key]:.3f} "
