@@ -26,6 +26,7 @@ from dmospeech.config import load_params
 from dmospeech.data.resample import condition_file
 from dmospeech.data.transcribe import Transcriber
 from dmospeech.evaluation.metrics import ResemblyzerEncoder, speaker_similarity, word_error_rate
+from dmospeech.codec.latents import encode_audio
 from dmospeech.codec.model import Codec
 from dmospeech.codec.loss import CodecLoss, build_discriminator
 from dmospeech.synthesis.synthesizer import same_encoder_codec
@@ -72,8 +73,7 @@ def main() -> None:
     recognizer, encoder = Transcriber(params.segment_audio), ResemblyzerEncoder()
     references = [recognizer(audio, rate) for _, audio in clips]
     keep = [i for i, r in enumerate(references) if r.strip()]
-    with torch.no_grad():
-        latents = [codec.encode(torch.from_numpy(audio)[None, None])[0] for _, audio in clips]
+    latents = [encode_audio(codec, [audio], [name], use_mean=True)[0].T[None] for name, audio in clips]   # (1, c, n)
     for name, model in decoders.items():
         decoded, spent = [], 0.0
         with torch.no_grad():

@@ -105,6 +105,7 @@ def main() -> None:
     else:
         own_codec = Codec.from_checkpoint(args.encoder_from)
         cfg = replace(params.train_fast_decoder, loop=loop).codec_training(own_codec.cfg)
+        cfg = replace(cfg, semantic=replace(cfg.semantic, cache_dir=str(states_dir)))  # a Whisper input's states
     started = time.perf_counter()
     task = CodecTask(cfg, train_clips, valid_clips, loop.report_dir, encoder_from=args.encoder_from)
     print(f"train: {len(train_clips)} clips, {sum(c.duration_s for c in train_clips) / 60:.1f} min; "

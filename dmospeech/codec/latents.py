@@ -32,6 +32,7 @@ from dmospeech.config import EncodeLatentsConfig
 from dmospeech.data.datasets import Clip, load_clip
 from dmospeech.data.manifest import Lineage, frame
 from dmospeech.codec.model import Codec, frames_for_samples, reparameterize
+from dmospeech.codec.semantic import whisper_input
 from dmospeech.ops.executor import LOCAL, Executor, WorkerCrash, group_by_size
 from dmospeech.ops.runtime import release_freed_memory
 
@@ -276,7 +277,8 @@ def encode_audio(codec: Codec, audios: Sequence[np.ndarray], segment_ids: Sequen
             raise ValueError(f"encode_audio needs equal frame counts; segment {segment_ids[i]} has "
                              f"{frames_for_samples(len(samples), hop)}, not {n}")
         audio[i, 0, : len(samples)] = torch.from_numpy(samples)
-    mean, logscale = codec.encode(audio.to(device))  # (b, c, n) each
+    whisper = whisper_input(codec, list(audios), n)  # (b, n, d) when the encoder reads Whisper states
+    mean, logscale = codec.encode(audio.to(device), whisper)  # (b, c, n) each
     latents = mean
     if not use_mean:
         eps = torch.stack([_segment_noise(sid, tuple(mean.shape[1:])) for sid in segment_ids]).to(device)

@@ -95,17 +95,29 @@ class ContextEncoder(nn.Module):
     """DAC's encoder, then `layers` ConvNeXt blocks at the latent frame rate (vocos' backbone, +-3
     frames each) and a 1x1 convolution to the bottleneck's 2c channels: each latent frame sees about
     +-3 (layers + 1) frames of the encoder's features, as Mimi's encoder transformer gives its latents
-    context, at 40 Hz instead of 48 kHz. (b, 1, t) -> (b, out_channels, t / hop)."""
+    context, at 40 Hz instead of 48 kHz. With `semantic_dim` > 0 a 1x1 convolution of the standardised
+    Whisper states is added to DAC's features first, as X-Codec joins semantic and acoustic features
+    before its bottleneck. (b, 1, t) [, (b, n, d)] -> (b, out_channels, n = t / hop)."""
 
-    def __init__(self, encoder_dim: int, strides: list[int], out_channels: int, layers: int):
+    def __init__(self, encoder_dim: int, strides: list[int], out_channels: int, layers: int, semantic_dim: int = 0):
         super().__init__()
         width = encoder_dim * 2 ** len(strides)   # DAC's encoder doubles its width at every stride
         self.dac = Encoder(encoder_dim, strides, width)
-        self.context = VocosBackbone(width, width, 3 * width, layers)
+        self.semantic_in = nn.Conv1d(semantic_dim, width, 1) if semantic_dim else None
+        self.context = VocosBackbone(width, width, 3 * width, layers) if layers else None
         self.out = nn.Conv1d(width, out_channels, 1)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.out(self.context(self.dac(audio)).transpose(1, 2))
+    def forward(self, audio: torch.Tensor, whisper: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.dac(audio)                                            # (b, width, n)
+        if self.semantic_in is not None:
+            if whisper is None or whisper.shape[1] != h.shape[-1]:
+                got = None if whisper is None else tuple(whisper.shape)
+                raise ValueError(f"this codec's encoder reads Whisper states (b, {h.shape[-1]}, d) beside the audio; "
+                                 f"got {got}: compute them with dmospeech.codec.semantic.WhisperInput")
+            h = h + self.semantic_in(whisper.transpose(1, 2))
+        if self.context is not None:
+            h = self.context(h).transpose(1, 2)
+        return self.out(h)
 
 
 class Codec(nn.Module):
@@ -120,8 +132,16 @@ class Codec(nn.Module):
                              f"40 Hz, which needs hop {cfg.sample_rate // 40} at {cfg.sample_rate} Hz")
         self.cfg = cfg
         # DAC's encoder ends in a conv to d_latent channels: 2c = mean and log-scale (eq. 11)
-        self.encoder = (Encoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim) if not cfg.context_layers
-                        else ContextEncoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim, cfg.context_layers))
+        if bool(cfg.semantic_input) != (cfg.semantic_input_dim > 0):
+            raise ValueError(f"codec semantic_input {cfg.semantic_input!r} needs semantic_input_dim > 0 (the Whisper "
+                             f"width) and the other way round; got semantic_input_dim {cfg.semantic_input_dim}")
+        self.encoder = (Encoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim)
+                        if not cfg.context_layers and not cfg.semantic_input_dim
+                        else ContextEncoder(cfg.encoder_dim, list(cfg.strides), 2 * cfg.latent_dim, cfg.context_layers,
+                                            cfg.semantic_input_dim))
+        if cfg.semantic_input_dim:  # the training clips' Whisper channel statistics (its input is standardised)
+            self.register_buffer("whisper_mean", torch.zeros(cfg.semantic_input_dim))
+            self.register_buffer("whisper_std", torch.ones(cfg.semantic_input_dim))
         self.decoder = (Decoder(cfg.latent_dim, cfg.decoder_dim, list(reversed(cfg.strides)))
                         if cfg.fast_decoder is None else FastDecoder(cfg.latent_dim, cfg.hop_length, cfg.fast_decoder))
         self.semantic = nn.Conv1d(cfg.latent_dim, cfg.semantic_dim, 3, padding=1) if cfg.semantic_dim else None
@@ -135,9 +155,12 @@ class Codec(nn.Module):
         """Right-pad (b, 1, t) with zeros to a multiple of the hop."""
         return F.pad(audio, (0, (-audio.shape[-1]) % self.hop_length))
 
-    def encode(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, 1, t) -> mean, logscale, each (b, c, ceil(t / hop))."""
-        mean, logscale = self.encoder(self.pad(audio)).chunk(2, dim=1)
+    def encode(self, audio: torch.Tensor, whisper: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, 1, t) -> mean, logscale, each (b, c, n = ceil(t / hop)). With `cfg.semantic_input` the
+        encoder also reads `whisper`: the audio's Whisper states at 40 Hz, standardised (b, n, d)."""
+        audio = self.pad(audio)
+        features = self.encoder(audio) if self.encoder.__class__ is Encoder else self.encoder(audio, whisper)
+        mean, logscale = features.chunk(2, dim=1)
         return mean, logscale.clamp(LOGSCALE_MIN, LOGSCALE_MAX)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -164,10 +187,12 @@ class Codec(nn.Module):
         """The semantic head: posterior-mean latents (b, c, n) -> predicted Whisper states (b, n, d)."""
         return self.semantic(mean).transpose(1, 2)
 
-    def forward(self, audio: torch.Tensor, sample: bool = True) -> dict[str, torch.Tensor]:
+    def forward(self, audio: torch.Tensor, sample: bool = True, whisper: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
         """Reparameterised z = mean + exp(logscale) * eps (eq. 11), decoded; audio_hat cut to t. With
-        the semantic head, "semantic" (b, n, d) is its prediction from the mean (before sampling)."""
-        mean, logscale = self.encode(audio)
+        the semantic head, "semantic" (b, n, d) is its prediction from the mean (before sampling).
+        `whisper`: the encoder's Whisper input when it has one (see encode)."""
+        mean, logscale = self.encode(audio, whisper)
         z = reparameterize(mean, logscale, torch.randn_like(mean)) if sample else mean
         out = {"audio_hat": self.decode(z)[..., : audio.shape[-1]], "mean": mean, "logscale": logscale, "z": z}
         if self.semantic is not None:

@@ -10,27 +10,33 @@ reads them. Training crops then start on the latent grid (a multiple of the hop)
 clip frame offset / hop + j, and each crop carries the states of its frames, resampled from 50 Hz to
 the latents' 40 Hz over the whole clip.
 
+A codec with `CodecConfig.semantic_input` reads the same states as an input of its encoder (X-Codec):
+WhisperInput computes them for any audio, standardised with the statistics the codec was trained with.
+
 Shapes: b batch, t samples (48 kHz), n latent frames (40 Hz), m whisper frames (50 Hz), d whisper width.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import soxr
 import torch
 from safetensors import safe_open
 from safetensors.torch import save
 from torch.utils.data import Dataset
 
-from dmospeech.config import CodecSemanticConfig
+from dmospeech.config import CodecConfig, CodecSemanticConfig
 from dmospeech.data.datasets import Clip, CropDataset, stack_audio
 from dmospeech.data.manifest import sha256_file
-from dmospeech.data.whisper_states import (WhisperEncoder, channel_stats, distill_loss, encoder_identity,
-                                           read_region_16k, states_at_latent_rate)
-from dmospeech.codec.model import frames_for_samples
+from dmospeech.data.whisper_states import (WHISPER_RATE, WhisperEncoder, channel_stats, distill_loss,
+                                           encoder_identity, read_region_16k, states_at_latent_rate)
+from dmospeech.codec.model import Codec, frames_for_samples
 from dmospeech.ops.runtime import cached_by_rank_zero
 
 CACHE_VERSION = 1
@@ -80,15 +86,16 @@ def clip_whisper_states(clips: Sequence[Clip], model: str, cache_dir: str | os.P
 
 class SemanticTargets:
     """The Whisper states of training and validation clips at the latents' 40 Hz, standardised per
-    channel with the training clips' statistics (as the recogniser's targets), by clip."""
+    channel with the training clips' statistics (as the recogniser's targets) or the given `stats`
+    (mean, std), by clip."""
 
     def __init__(self, train_clips: Sequence[Clip], valid_clips: Sequence[Clip], cfg: CodecSemanticConfig,
-                 sample_rate: int, hop_length: int):
+                 sample_rate: int, hop_length: int, stats: tuple[torch.Tensor, torch.Tensor] | None = None):
         if not train_clips:
             raise ValueError("SemanticTargets: no training clips to standardise the Whisper states with")
         clips = [*train_clips, *valid_clips]
         states = clip_whisper_states(clips, cfg.whisper_model, cfg.cache_dir, cfg.threads)
-        self.mean, self.std = channel_stats(states[: len(train_clips)])
+        self.mean, self.std = channel_stats(states[: len(train_clips)]) if stats is None else stats
         self.dim = int(self.mean.numel())
         self.frames: dict[Clip, torch.Tensor] = {}              # clip -> (n, d) float16, n = clip's latent frames
         for clip, s in zip(clips, states):
@@ -141,3 +148,29 @@ def semantic_loss(predicted: torch.Tensor, states: torch.Tensor, state_mask: tor
     standardised Whisper states (b, n, d) on the frames of `state_mask` (b, n).
     Returns ({"semantic/loss"}, {"semantic/loss", "semantic/cosine"})."""
     return distill_loss(predicted, states, state_mask, family="semantic")
+
+
+@functools.lru_cache(maxsize=2)
+def _whisper_encoder(name: str, threads: int) -> WhisperEncoder:
+    return WhisperEncoder(name, threads)
+
+
+def whisper_input(codec: Codec, audios: Sequence[np.ndarray], num_frames: int) -> torch.Tensor | None:
+    """The encoder input of a codec with `semantic_input` (None without): each 48 kHz clip's Whisper
+    states at the latents' 40 Hz (`num_frames` each), standardised with the codec's training statistics,
+    (b, n, d) on the codec's device."""
+    if not codec.cfg.semantic_input:
+        return None
+    raw = raw_whisper_input(codec.cfg, audios, num_frames)
+    return ((raw - codec.whisper_mean.cpu()) / codec.whisper_std.cpu()).to(codec.whisper_mean.device)
+
+
+def raw_whisper_input(cfg: CodecConfig, audios: Sequence[np.ndarray], num_frames: int) -> torch.Tensor:
+    """Each 48 kHz clip's states of the codec's `semantic_input` Whisper at 40 Hz, (b, num_frames, d), not
+    standardised. The Whisper encoder is loaded once per process and model."""
+    encoder = _whisper_encoder(cfg.semantic_input, torch.get_num_threads())
+    if encoder.dim != cfg.semantic_input_dim:
+        raise ValueError(f"the codec reads {cfg.semantic_input_dim}-wide Whisper states but {cfg.semantic_input!r} "
+                         f"gives {encoder.dim}")
+    states = encoder.encode([soxr.resample(a, cfg.sample_rate, WHISPER_RATE).astype(np.float32) for a in audios])
+    return torch.stack([states_at_latent_rate(torch.from_numpy(s), num_frames) for s in states])

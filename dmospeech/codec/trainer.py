@@ -3,13 +3,14 @@ generator updates, validation by the multi-scale mel loss on held-out clips with
 a spectrogram comparison written to the report folder. With `cfg.semantic.weight` > 0 the generator
 loss adds the semantic term (dmospeech.codec.semantic) and validation its held-out loss. With
 `encoder_from`, the encoder is a trained codec's, frozen, and only the decoder learns
-(train_fast_decoder; no semantic term).
+(train_fast_decoder; no semantic term). A codec with `model.semantic_input` gets the same cached
+Whisper states as an input of its encoder (standardised with its own statistics when frozen).
 
 Shapes: b batch, t samples (48 kHz), n latent frames (40 Hz), d Whisper width.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -35,13 +36,20 @@ class CodecTask:
         self.encoder_from = None if encoder_from is None else Path(encoder_from)
         check_semantic_settings(cfg, self.encoder_from)
         hop = cfg.model.hop_length
-        self.targets = None                       # SemanticTargets while the semantic term is on
-        if cfg.semantic.weight > 0:
-            self.targets = SemanticTargets(train_clips, valid_clips, cfg.semantic, cfg.model.sample_rate, hop)
-            if self.targets.dim != cfg.model.semantic_dim:
-                raise ValueError(f"train_codec.model.semantic_dim is {cfg.model.semantic_dim} but Whisper "
-                                 f"{cfg.semantic.whisper_model!r} states are {self.targets.dim} wide: set it to "
-                                 f"{self.targets.dim}")
+        self.semantic_term = cfg.semantic.weight > 0
+        self.targets = None                       # SemanticTargets for the semantic term or the encoder's input
+        if self.semantic_term or cfg.model.semantic_input:
+            stats = None
+            if cfg.model.semantic_input and self.encoder_from is not None:   # the frozen encoder's own statistics
+                source = Codec.from_checkpoint(self.encoder_from)
+                stats = (source.whisper_mean, source.whisper_std) if source.cfg.semantic_input else None
+            semantic = replace(cfg.semantic, whisper_model=cfg.model.semantic_input or cfg.semantic.whisper_model)
+            self.targets = SemanticTargets(train_clips, valid_clips, semantic, cfg.model.sample_rate, hop, stats)
+            for key, wanted in (("semantic_dim", self.semantic_term), ("semantic_input_dim", cfg.model.semantic_input)):
+                if wanted and getattr(cfg.model, key) != self.targets.dim:
+                    raise ValueError(f"train_codec.model.{key} is {getattr(cfg.model, key)} but Whisper "
+                                     f"{semantic.whisper_model!r} states are {self.targets.dim} wide: set it to "
+                                     f"{self.targets.dim}")
             crops = CropDataset(train_clips, cfg.crop_seconds, cfg.model.sample_rate, align=hop)
             self.dataset = SemanticCrops(crops, self.targets, hop)
         else:
@@ -56,7 +64,7 @@ class CodecTask:
         self.loss: CodecLoss | None = None
 
     def collate(self, items: list) -> dict[str, torch.Tensor]:
-        """{"audio": (b, 1, t)}; with the semantic term also "states" (b, n, d) and "state_mask" (b, n)."""
+        """{"audio": (b, 1, t)}; with Whisper states also "states" (b, n, d) and "state_mask" (b, n)."""
         return {"audio": stack_audio(items)} if self.targets is None else collate_semantic(items)
 
     def run_config(self) -> dict:
@@ -69,10 +77,11 @@ class CodecTask:
             cfg.pop(key)
         cfg["loop"] = {k: cfg["loop"][k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}
         semantic = cfg.pop("semantic")
-        if self.targets is not None:
+        if self.semantic_term:
             cfg["semantic"] = {k: semantic[k] for k in ("weight", "start_step", "whisper_model")}
-        if not cfg["model"]["semantic_dim"]:
-            cfg["model"].pop("semantic_dim")
+        for key in ("semantic_dim", "semantic_input", "semantic_input_dim"):
+            if not cfg["model"][key]:
+                cfg["model"].pop(key)
         if self.encoder_from is not None:
             cfg["encoder_from"] = str(self.encoder_from)
         return {"task": "codec", **cfg}
@@ -82,6 +91,9 @@ class CodecTask:
             codec = Codec(self.cfg.model)
             if self.encoder_from is not None:
                 self.load_frozen_encoder(codec)
+            elif self.cfg.model.semantic_input:   # the statistics its Whisper input is standardised with
+                codec.whisper_mean.copy_(self.targets.mean)
+                codec.whisper_std.copy_(self.targets.std)
             discriminator = build_discriminator(self.cfg.discriminator, self.cfg.model.sample_rate)
             self.loss = CodecLoss(self.cfg.mel, self.cfg.loss_weights, discriminator, self.cfg.model.sample_rate)
             self._parts = {"codec": Part("codec", codec, self.cfg.optimizer, ema=True),
@@ -92,20 +104,24 @@ class CodecTask:
         """The encoder (EMA weights, as encode_latents uses) of the codec at `encoder_from`, frozen:
         the latents stay those the downstream models were trained on."""
         source = Codec.from_checkpoint(self.encoder_from)
-        keys = ("sample_rate", "encoder_dim", "strides", "latent_dim", "context_layers")
+        keys = ("sample_rate", "encoder_dim", "strides", "latent_dim", "context_layers", "semantic_input",
+                "semantic_input_dim")
         mismatch = [k for k in keys if getattr(source.cfg, k) != getattr(codec.cfg, k)]
         if mismatch:
             raise ValueError(f"the codec at {self.encoder_from} has a different encoder: "
                              + ", ".join(f"{k} {getattr(source.cfg, k)} vs {getattr(codec.cfg, k)}" for k in mismatch))
         codec.encoder.load_state_dict(source.encoder.state_dict())
         codec.encoder.requires_grad_(False)
+        if source.cfg.semantic_input:
+            codec.whisper_mean.copy_(source.whisper_mean)
+            codec.whisper_std.copy_(source.whisper_std)
 
     def train_step(self, batch: dict[str, torch.Tensor], step: int, update) -> dict[str, float]:
         """One DAC step: D on real vs detached reconstructions, then G (eq. 13 + mel + GAN, plus
         semantic.weight x the semantic loss from semantic.start_step)."""
         self.loss.gan.discriminator = self._parts["discriminator"].model  # DDP wrapper under torchrun
         audio = batch["audio"]
-        out = self._parts["codec"].model(audio)
+        out = self._parts["codec"].model(audio, whisper=batch["states"] if self.cfg.model.semantic_input else None)
         logs: dict[str, float] = {}
         adversarial = step >= self.cfg.adversarial_start_step
         if adversarial:
@@ -113,7 +129,7 @@ class CodecTask:
             logs |= d_logs | update("discriminator", d_losses["adv/disc_loss"])
         g_losses, g_logs = self.loss.generator_losses(out, audio, adversarial)
         total = g_losses["loss/generator"]
-        if self.targets is not None:  # before start_step weighted 0: the head still gets a (zero) gradient, as DDP needs
+        if self.semantic_term:  # before start_step weighted 0: the head still gets a (zero) gradient, as DDP needs
             s_losses, s_logs = semantic_loss(out["semantic"], batch["states"], batch["state_mask"])
             weight = self.cfg.semantic.weight if step >= self.cfg.semantic.start_step else 0.0
             total = total + weight * s_losses["semantic/loss"]
@@ -125,7 +141,7 @@ class CodecTask:
         self.loss.gan.discriminator = self._parts["discriminator"].module
         with self._parts["codec"].ema_weights() as codec:
             metrics = {"valid/mel_loss": self.validation_mel_loss(codec)}
-            if self.targets is not None:
+            if self.semantic_term:
                 metrics["valid/semantic_loss"] = self.validation_semantic_loss(codec)
             self.write_samples(codec, step)
         return metrics
@@ -134,17 +150,25 @@ class CodecTask:
     def validation_mel_loss(self, codec: Codec) -> float:
         """Mean multi-scale mel loss of posterior-mean reconstructions of the validation clips."""
         losses = []
-        for audio in self.valid_audio:
+        for clip, audio in zip(self.valid_clips, self.valid_audio):
             x = torch.from_numpy(audio)[None, None]
-            losses.append(float(self.loss.mel_loss(codec(x, sample=False)["audio_hat"], x)))
+            losses.append(float(self.loss.mel_loss(codec(x, sample=False, whisper=self.valid_whisper(clip, x))["audio_hat"],
+                                                   x)))
         return float(np.mean(losses))
+
+    def valid_whisper(self, clip: Clip, audio: torch.Tensor) -> torch.Tensor | None:
+        """The encoder's Whisper input (1, n, d) for the first samples `audio` (1, 1, t) of `clip`, if it has one."""
+        if not self.cfg.model.semantic_input:
+            return None
+        return self.targets.crop(clip, 0, -(-audio.shape[-1] // self.cfg.model.hop_length))[0][None]
 
     @torch.no_grad()
     def validation_semantic_loss(self, codec: Codec) -> float:
         """Mean semantic loss (the training term, unweighted) of the validation clips."""
         losses = []
         for clip, audio in zip(self.valid_clips, self.valid_audio):
-            predicted = codec.predict_semantic(codec.encode(torch.from_numpy(audio)[None, None])[0])   # (1, n, d)
+            x = torch.from_numpy(audio)[None, None]
+            predicted = codec.predict_semantic(codec.encode(x, self.valid_whisper(clip, x))[0])   # (1, n, d)
             states, mask = self.targets.crop(clip, 0, predicted.shape[1])
             losses.append(float(semantic_loss(predicted, states[None], mask[None])[0]["semantic/loss"]))
         return float(np.mean(losses))
@@ -154,9 +178,9 @@ class CodecTask:
         """Decoded validation clips (wav) and a spectrogram comparison (png) in report_dir/samples."""
         out = self.report_dir / "samples"
         pairs = []
-        for clip_id, audio in list(zip(self.valid_ids, self.valid_audio))[:count]:
-            x = torch.from_numpy(audio)[None, None]
-            y = codec(x, sample=False)["audio_hat"][0, 0].numpy()
+        for clip, audio in list(zip(self.valid_clips, self.valid_audio))[:count]:
+            clip_id, x = clip.clip_id, torch.from_numpy(audio)[None, None]
+            y = codec(x, sample=False, whisper=self.valid_whisper(clip, x))["audio_hat"][0, 0].numpy()
             write_audio_atomic(out / f"{clip_id}_decoded.wav", y, self.cfg.model.sample_rate, subtype="PCM_16")
             write_audio_atomic(out / f"{clip_id}_original.wav", audio, self.cfg.model.sample_rate, subtype="PCM_16")
             pairs.append((clip_id, audio, y))

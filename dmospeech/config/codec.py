@@ -25,7 +25,11 @@ class CodecConfig:
     `fast_decoder` set, that decoder replaces DAC's (the encoder and its latents are unchanged).
     `semantic_dim` > 0 adds the semantic head (train_codec.semantic), which only training reads.
     `context_layers` > 0 puts that many ConvNeXt blocks at 40 Hz between DAC's encoder and the
-    bottleneck (as Mimi puts a transformer there): more context per latent frame for little compute."""
+    bottleneck (as Mimi puts a transformer there): more context per latent frame for little compute.
+    `semantic_input` names an offline Whisper model (faster-whisper) whose encoder states, standardised
+    and at 40 Hz, the encoder also reads before the bottleneck, as X-Codec feeds its semantic features
+    to the codec: the latents then carry the words without the small encoder having to learn them;
+    every encode then needs the audio's Whisper states (dmospeech.codec.semantic.WhisperInput)."""
     sample_rate: int
     encoder_dim: int
     strides: tuple[int, ...]
@@ -34,6 +38,8 @@ class CodecConfig:
     fast_decoder: Optional[FastDecoderConfig] = None
     semantic_dim: int = 0     # > 0: a head on the posterior-mean latents predicts Whisper states this wide
     context_layers: int = 0   # > 0: ConvNeXt blocks at the latent rate before the bottleneck (ContextEncoder)
+    semantic_input: str = ""  # a Whisper model ("base"): its states are an input of the encoder; "" off
+    semantic_input_dim: int = 0  # that model's width (512 for base); > 0 exactly when semantic_input is set
 
     @property
     def hop_length(self) -> int:

@@ -76,12 +76,18 @@ class DecoderGraph(nn.Module):
 
 
 class EncoderGraph(nn.Module):
+    """audio [, raw Whisper states (1, n, d), standardised here with the codec's statistics] -> mean."""
+
     def __init__(self, codec: Codec):
         super().__init__()
         self.encoder = codec.encoder
+        self.whisper_stats = (codec.whisper_mean, codec.whisper_std) if codec.cfg.semantic_input else None
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        return self.encoder(audio).chunk(2, dim=1)[0]
+    def forward(self, audio: torch.Tensor, whisper: torch.Tensor | None = None) -> torch.Tensor:
+        if self.whisper_stats is None:
+            return self.encoder(audio).chunk(2, dim=1)[0]
+        mean, std = self.whisper_stats
+        return self.encoder(audio, (whisper - mean) / std).chunk(2, dim=1)[0]
 
 
 def export_graph(module: nn.Module, args: tuple, path: Path, inputs: dict[str, dict[int, str]],
@@ -169,8 +175,10 @@ def write_graphs(net: DiT, codec: Codec, folder: Path) -> None:
                                                "text_kv": {4: "nt"}}, {"v": {1: "n"}}, external=True)
     export_graph(DecoderGraph(codec.decoder), (torch.randn(1, cfg.latent_dim, n),), folder / GRAPHS["decoder"],
                  {"latents": {2: "n"}}, {"frames": {1: "n"}})
-    export_graph(EncoderGraph(codec), (torch.randn(1, 1, n * codec.hop_length),), folder / GRAPHS["encoder"],
-                 {"audio": {2: "t"}}, {"mean": {2: "n"}})
+    audio, inputs = (torch.randn(1, 1, n * codec.hop_length),), {"audio": {2: "t"}}
+    if codec.cfg.semantic_input:   # the encoder's Whisper input, as raw states at 40 Hz
+        audio, inputs = (*audio, torch.randn(1, n, codec.cfg.semantic_input_dim)), inputs | {"whisper": {1: "n"}}
+    export_graph(EncoderGraph(codec), audio, folder / GRAPHS["encoder"], inputs, {"mean": {2: "n"}})
 
 
 def quantize_denoiser(folder: Path) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from dmospeech.codec.model import decode_after, frames_to_waveform
+from dmospeech.codec.semantic import raw_whisper_input
 from dmospeech.config import CodecConfig, DiTConfig, from_dict
 from dmospeech.teacher.dit import check_lengths
 from dmospeech.teacher.sampling import prompt_layout, sample_student, x0_function
@@ -110,7 +111,10 @@ class OnnxCodec:
         """Audio (t,) -> posterior mean latents (ceil(t / hop), c), zero-padded to whole hops as Codec.pad."""
         padded = np.zeros((1, 1, -(-len(audio) // self.hop_length) * self.hop_length), dtype=np.float32)
         padded[0, 0, :len(audio)] = audio
-        return torch.from_numpy(self.encoder.run(None, {"audio": padded})[0][0].T.copy())
+        feeds = {"audio": padded}
+        if self.cfg.semantic_input:   # the encoder's Whisper input (raw; the graph standardises it)
+            feeds["whisper"] = raw_whisper_input(self.cfg, [audio], padded.shape[-1] // self.hop_length).numpy()
+        return torch.from_numpy(self.encoder.run(None, feeds)[0][0].T.copy())
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(1, c, n) -> (1, 1, n * hop)."""

@@ -19,33 +19,12 @@ from dmospeech.codec.semantic import SemanticCrops, SemanticTargets, semantic_lo
 from dmospeech.codec.trainer import CodecTask, check_semantic_settings
 from dmospeech.config import load_params
 from dmospeech.data.datasets import Clip, CropDataset
-from dmospeech.data.whisper_states import STATE_HOP
 from dmospeech.ops.audio import resample
 from dmospeech.ops.training import latest_checkpoint, train
-from tests.codec_run import fabricated_clips, tiny_codec_config
+from tests.codec_run import FakeEncoder, fabricated_clips, tiny_codec_config
 from tests.helpers import PROJECT_ROOT, child_env
 
 HOP = 1200
-
-
-class FakeEncoder:
-    """Stands in for WhisperEncoder: the 'states' of 16 kHz audio are the mean and the peak of each
-    20-ms frame. Counts the encoders built and the clips encoded."""
-    built: list[str] = []
-    encoded = 0
-
-    def __init__(self, name: str, threads: int = 1):
-        FakeEncoder.built.append(name)
-
-    def encode(self, clips):
-        out = []
-        for clip in clips:
-            frames = np.zeros(-(-len(clip) // STATE_HOP) * STATE_HOP, np.float32)
-            frames[: len(clip)] = clip
-            frames = frames.reshape(-1, STATE_HOP)
-            out.append(np.stack([frames.mean(1), np.abs(frames).max(1)], axis=1))
-        FakeEncoder.encoded += len(clips)
-        return out
 
 
 @pytest.fixture()
@@ -192,7 +171,7 @@ import json, sys
 from dataclasses import replace
 from pathlib import Path
 from dmospeech.codec.trainer import CodecTask
-from tests.codec_run import fabricated_clips, tiny_codec_config
+from tests.codec_run import FakeEncoder, fabricated_clips, tiny_codec_config
 work = Path({str(tmp_path)!r})
 cfg = tiny_codec_config(work)
 cfg = replace(cfg, semantic=replace(cfg.semantic, cache_dir=str(work / "states")))

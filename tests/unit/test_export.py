@@ -158,3 +158,33 @@ def test_a_context_encoder_exports_with_a_dynamic_length(tmp_path, seconds):
     got = onnxruntime.InferenceSession(str(tmp_path / "encoder.onnx")).run(None, {"audio": audio.numpy()})[0]
     assert got.shape == tuple(ref.shape)
     assert rel(torch.from_numpy(got), ref) < 1e-4
+
+
+def test_an_encoder_with_whisper_input_exports_it_as_a_second_input(tmp_path, monkeypatch):
+    """train_codec.model.semantic_input: the graph takes the raw Whisper states at 40 Hz beside the audio
+    and standardises them with the codec's statistics; OnnxCodec computes and feeds them."""
+    import onnxruntime
+
+    import dmospeech.synthesis.onnx_runtime as onnx_runtime
+    from dmospeech.synthesis.export import EncoderGraph, export_graph
+
+    torch.manual_seed(0)
+    cfg = replace(params().train_codec.model, encoder_dim=4, decoder_dim=16, semantic_input="fake", semantic_input_dim=3)
+    codec = jittered(Codec(cfg), 5)
+    codec.whisper_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    codec.whisper_std.copy_(torch.tensor([2.0, 0.5, 3.0]))
+    n = 48
+    export_graph(EncoderGraph(codec), (torch.randn(1, 1, n * codec.hop_length), torch.randn(1, n, 3)),
+                 tmp_path / "encoder.onnx", {"audio": {2: "t"}, "whisper": {1: "n"}}, {"mean": {2: "n"}})
+    audio = voiced(2.37, 48000)
+    frames = -(-len(audio) // codec.hop_length)
+    raw = torch.randn(1, frames, 3, generator=torch.Generator().manual_seed(1)) * 2
+    with torch.no_grad():
+        ref = codec.encode(torch.from_numpy(audio)[None, None], (raw - codec.whisper_mean) / codec.whisper_std)[0]
+    onnx = object.__new__(OnnxCodec)
+    onnx.cfg, onnx.encoder = cfg, onnxruntime.InferenceSession(str(tmp_path / "encoder.onnx"))
+    fed = []
+    monkeypatch.setattr(onnx_runtime, "raw_whisper_input", lambda c, audios, num: fed.append(num) or raw)
+    got = onnx.encode_mean(audio)
+    assert fed == [frames] and got.shape == (frames, 64)
+    assert rel(got, ref[0].T) < 1e-4
