@@ -26,3 +26,19 @@ def dev_corpus() -> Path:
     if not path.is_dir():
         pytest.fail(f"DMOSPEECH_DEV_CORPUS={root} is not a directory")
     return path
+
+
+@pytest.fixture()
+def fake_whisper(monkeypatch):
+    """tests.codec_run.FakeEncoder in place of the Whisper encoder of dmospeech.codec.semantic (the
+    codec's semantic term and Whisper input), with its counters reset."""
+    import dmospeech.codec.semantic as semantic
+    from tests.codec_run import FakeEncoder
+
+    monkeypatch.setattr(FakeEncoder, "built", [])
+    monkeypatch.setattr(FakeEncoder, "encoded", 0)
+    monkeypatch.setattr(semantic, "WhisperEncoder", FakeEncoder)
+    monkeypatch.setattr(semantic, "encoder_identity", lambda name: f"fake {name}")
+    semantic._whisper_encoder.cache_clear()
+    yield FakeEncoder
+    semantic._whisper_encoder.cache_clear()

@@ -13,7 +13,6 @@ import pytest
 import soundfile as sf
 import torch
 
-import dmospeech.codec.semantic as semantic
 from dmospeech.codec.model import Codec
 from dmospeech.codec.semantic import SemanticCrops, SemanticTargets, semantic_loss
 from dmospeech.codec.trainer import CodecTask, check_semantic_settings
@@ -21,19 +20,10 @@ from dmospeech.config import load_params
 from dmospeech.data.datasets import Clip, CropDataset
 from dmospeech.ops.audio import resample
 from dmospeech.ops.training import latest_checkpoint, train
-from tests.codec_run import FakeEncoder, fabricated_clips, tiny_codec_config
+from tests.codec_run import fabricated_clips, tiny_codec_config
 from tests.helpers import PROJECT_ROOT, child_env
 
 HOP = 1200
-
-
-@pytest.fixture()
-def fake_whisper(monkeypatch):
-    monkeypatch.setattr(FakeEncoder, "built", [])
-    monkeypatch.setattr(FakeEncoder, "encoded", 0)
-    monkeypatch.setattr(semantic, "WhisperEncoder", FakeEncoder)
-    monkeypatch.setattr(semantic, "encoder_identity", lambda name: f"fake {name}")
-    return FakeEncoder
 
 
 def semantic_config(work, weight: float = 10.0, dim: int = 2, **loop):
@@ -171,7 +161,7 @@ import json, sys
 from dataclasses import replace
 from pathlib import Path
 from dmospeech.codec.trainer import CodecTask
-from tests.codec_run import FakeEncoder, fabricated_clips, tiny_codec_config
+from tests.codec_run import fabricated_clips, tiny_codec_config
 work = Path({str(tmp_path)!r})
 cfg = tiny_codec_config(work)
 cfg = replace(cfg, semantic=replace(cfg.semantic, cache_dir=str(work / "states")))

@@ -11,7 +11,6 @@ import pytest
 import soxr
 import torch
 
-import dmospeech.codec.semantic as semantic
 from dmospeech.codec.latents import encode_audio
 from dmospeech.codec.model import Codec
 from dmospeech.codec.trainer import CodecTask
@@ -19,17 +18,6 @@ from dmospeech.data.datasets import load_clip
 from dmospeech.data.whisper_states import states_at_latent_rate
 from dmospeech.ops.training import latest_checkpoint, train
 from tests.codec_run import FakeEncoder, fabricated_clips, tiny_codec_config
-
-
-@pytest.fixture()
-def fake_whisper(monkeypatch):
-    monkeypatch.setattr(FakeEncoder, "built", [])
-    monkeypatch.setattr(FakeEncoder, "encoded", 0)
-    monkeypatch.setattr(semantic, "WhisperEncoder", FakeEncoder)
-    monkeypatch.setattr(semantic, "encoder_identity", lambda name: f"fake {name}")
-    semantic._whisper_encoder.cache_clear()
-    yield FakeEncoder
-    semantic._whisper_encoder.cache_clear()
 
 
 def input_config(work, **loop):
