@@ -49,13 +49,18 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return found
 
 
+ENCODER_STATE = ("encoder", "whisper_mean", "whisper_std")   # what makes a codec's latents
+
+
 def same_encoder_codec(codec: "Codec", checkpoint: Path) -> "Codec":
     """The codec at `checkpoint` (e.g. train_fast_decoder's), checked to have `codec`'s encoder
-    weights: its decoder was fitted to the latents the model was trained on."""
+    weights (and the statistics of its Whisper input, if it has one): its decoder was fitted to the
+    latents the model was trained on."""
     from dmospeech.codec.model import Codec
 
     other = Codec.from_checkpoint(checkpoint).eval()
-    mine, theirs = codec.encoder.state_dict(), other.encoder.state_dict()
+    encoder = lambda c: {k: v for k, v in c.state_dict().items() if k.split(".")[0] in ENCODER_STATE}  # noqa: E731
+    mine, theirs = encoder(codec), encoder(other)
     if mine.keys() != theirs.keys() or any(not torch.equal(mine[k], theirs[k]) for k in mine):
         raise SynthesisError(f"the decoder at {checkpoint} was fitted to another codec's latents than the model's "
                              f"(its encoder differs); retrain it on this codec (dvc repro train_fast_decoder) or "

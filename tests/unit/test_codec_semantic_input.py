@@ -91,3 +91,28 @@ def test_a_frozen_encoder_brings_its_own_statistics(tmp_path, fake_whisper):
     with pytest.raises(ValueError, match="semantic_input fake vs "):
         CodecTask(replace(fast_cfg, model=replace(fast_cfg.model, semantic_input="", semantic_input_dim=0)), other,
                   other[:1], fast_cfg.loop.report_dir, encoder_from=source).parts()
+
+
+def test_a_decoder_is_only_paired_with_the_same_whisper_statistics(tmp_path):
+    """Synthesis pairs a model's codec with a fast decoder's checkpoint only when their latents agree:
+    the same encoder weights and, for a Whisper input, the same statistics."""
+    from dataclasses import asdict
+
+    from dmospeech.ops.checkpoint import save_checkpoint
+    from dmospeech.synthesis.synthesizer import SynthesisError, same_encoder_codec
+
+    cfg = input_config(tmp_path).model
+    torch.manual_seed(0)
+    codec = Codec(cfg).eval()
+    codec.whisper_mean.copy_(torch.tensor([0.1, 0.2]))
+
+    def saved(name: str, mean: list[float]):
+        fast = Codec(cfg)
+        fast.load_state_dict(codec.state_dict())
+        fast.whisper_mean.copy_(torch.tensor(mean))
+        return save_checkpoint(tmp_path / name, 1, {"codec.ema": fast.state_dict()}, {"step": 1},
+                               {"task": "codec", "model": asdict(cfg)}, 0)
+
+    assert torch.equal(same_encoder_codec(codec, saved("same", [0.1, 0.2])).whisper_mean, codec.whisper_mean)
+    with pytest.raises(SynthesisError, match="fitted to another codec's latents"):
+        same_encoder_codec(codec, saved("other", [0.1, 0.3]))
