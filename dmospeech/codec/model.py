@@ -113,7 +113,7 @@ class ContextEncoder(nn.Module):
             if whisper is None or whisper.shape[1] != h.shape[-1]:
                 got = None if whisper is None else tuple(whisper.shape)
                 raise ValueError(f"this codec's encoder reads Whisper states (b, {h.shape[-1]}, d) beside the audio; "
-                                 f"got {got}: compute them with dmospeech.codec.semantic.WhisperInput")
+                                 f"got {got}: compute them with dmospeech.codec.semantic.whisper_input")
             h = h + self.semantic_in(whisper.transpose(1, 2))
         if self.context is not None:
             h = self.context(h).transpose(1, 2)
@@ -159,9 +159,13 @@ class Codec(nn.Module):
         """(b, 1, t) -> mean, logscale, each (b, c, n = ceil(t / hop)). With `cfg.semantic_input` the
         encoder also reads `whisper`: the audio's Whisper states at 40 Hz, standardised (b, n, d)."""
         audio = self.pad(audio)
-        features = self.encoder(audio) if self.encoder.__class__ is Encoder else self.encoder(audio, whisper)
+        features = self.encoder(audio) if whisper is None else self.encoder(audio, whisper)
         mean, logscale = features.chunk(2, dim=1)
         return mean, logscale.clamp(LOGSCALE_MIN, LOGSCALE_MAX)
+
+    def standardised_whisper(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw Whisper states (b, n, d) -> the encoder's input, with the training clips' statistics."""
+        return (raw - self.whisper_mean) / self.whisper_std
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(b, c, n) -> (b, 1, n * hop)."""

@@ -11,7 +11,7 @@ clip frame offset / hop + j, and each crop carries the states of its frames, res
 the latents' 40 Hz over the whole clip.
 
 A codec with `CodecConfig.semantic_input` reads the same states as an input of its encoder (X-Codec):
-WhisperInput computes them for any audio, standardised with the statistics the codec was trained with.
+`whisper_input` computes them for any audio, standardised with the statistics the codec was trained with.
 
 Shapes: b batch, t samples (48 kHz), n latent frames (40 Hz), m whisper frames (50 Hz), d whisper width.
 """
@@ -161,8 +161,7 @@ def whisper_input(codec: Codec, audios: Sequence[np.ndarray], num_frames: int) -
     (b, n, d) on the codec's device."""
     if not codec.cfg.semantic_input:
         return None
-    raw = raw_whisper_input(codec.cfg, audios, num_frames)
-    return ((raw - codec.whisper_mean.cpu()) / codec.whisper_std.cpu()).to(codec.whisper_mean.device)
+    return codec.standardised_whisper(raw_whisper_input(codec.cfg, audios, num_frames).to(codec.whisper_mean.device))
 
 
 def raw_whisper_input(cfg: CodecConfig, audios: Sequence[np.ndarray], num_frames: int) -> torch.Tensor:

@@ -35,14 +35,14 @@ class CodecTask:
         self.cfg = cfg
         self.encoder_from = None if encoder_from is None else Path(encoder_from)
         check_semantic_settings(cfg, self.encoder_from)
+        self.source = None if encoder_from is None else Codec.from_checkpoint(self.encoder_from)  # until parts()
         hop = cfg.model.hop_length
         self.semantic_term = cfg.semantic.weight > 0
         self.targets = None                       # SemanticTargets for the semantic term or the encoder's input
         if self.semantic_term or cfg.model.semantic_input:
             stats = None
-            if cfg.model.semantic_input and self.encoder_from is not None:   # the frozen encoder's own statistics
-                source = Codec.from_checkpoint(self.encoder_from)
-                stats = (source.whisper_mean, source.whisper_std) if source.cfg.semantic_input else None
+            if cfg.model.semantic_input and self.source is not None and self.source.cfg.semantic_input:
+                stats = (self.source.whisper_mean, self.source.whisper_std)   # the frozen encoder's own statistics
             semantic = replace(cfg.semantic, whisper_model=cfg.model.semantic_input or cfg.semantic.whisper_model)
             self.targets = SemanticTargets(train_clips, valid_clips, semantic, cfg.model.sample_rate, hop, stats)
             for key, wanted in (("semantic_dim", self.semantic_term), ("semantic_input_dim", cfg.model.semantic_input)):
@@ -103,7 +103,7 @@ class CodecTask:
     def load_frozen_encoder(self, codec: Codec) -> None:
         """The encoder (EMA weights, as encode_latents uses) of the codec at `encoder_from`, frozen:
         the latents stay those the downstream models were trained on."""
-        source = Codec.from_checkpoint(self.encoder_from)
+        source, self.source = self.source, None   # read once; its decoder is not needed after this
         keys = ("sample_rate", "encoder_dim", "strides", "latent_dim", "context_layers", "semantic_input",
                 "semantic_input_dim")
         mismatch = [k for k in keys if getattr(source.cfg, k) != getattr(codec.cfg, k)]

@@ -29,7 +29,7 @@ class CodecConfig:
     `semantic_input` names an offline Whisper model (faster-whisper) whose encoder states, standardised
     and at 40 Hz, the encoder also reads before the bottleneck, as X-Codec feeds its semantic features
     to the codec: the latents then carry the words without the small encoder having to learn them;
-    every encode then needs the audio's Whisper states (dmospeech.codec.semantic.WhisperInput)."""
+    every encode then needs the audio's Whisper states (dmospeech.codec.semantic.whisper_input)."""
     sample_rate: int
     encoder_dim: int
     strides: tuple[int, ...]

@@ -80,14 +80,12 @@ class EncoderGraph(nn.Module):
 
     def __init__(self, codec: Codec):
         super().__init__()
-        self.encoder = codec.encoder
-        self.whisper_stats = (codec.whisper_mean, codec.whisper_std) if codec.cfg.semantic_input else None
+        self.codec = codec
 
     def forward(self, audio: torch.Tensor, whisper: torch.Tensor | None = None) -> torch.Tensor:
-        if self.whisper_stats is None:
-            return self.encoder(audio).chunk(2, dim=1)[0]
-        mean, std = self.whisper_stats
-        return self.encoder(audio, (whisper - mean) / std).chunk(2, dim=1)[0]
+        encoder = self.codec.encoder
+        features = encoder(audio) if whisper is None else encoder(audio, self.codec.standardised_whisper(whisper))
+        return features.chunk(2, dim=1)[0]
 
 
 def export_graph(module: nn.Module, args: tuple, path: Path, inputs: dict[str, dict[int, str]],
