@@ -28,8 +28,12 @@ def voiced(seconds: float, sr: int = 16000, f0: float = 140.0, seed: int = 0, le
 
 
 def write(path: Path, audio: np.ndarray, sr: int = 16000) -> Path:
+    """Writes through a per-process temp file and a rename: torchrun's ranks fabricate the same clips at
+    the same paths, and a rank must never read a file another rank is half-way through writing."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), audio, sr)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    sf.write(str(tmp), audio, sr)
+    os.replace(tmp, path)
     return path
 
 
