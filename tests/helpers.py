@@ -37,6 +37,16 @@ def write(path: Path, audio: np.ndarray, sr: int = 16000) -> Path:
     return path
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def child_env() -> dict:
     """Environment for script subprocesses. With PYTHONDONTWRITEBYTECODE and no .pyc files in the venv every
     interpreter recompiles torch and dvc (~15 s); the children cache their bytecode outside the venv instead."""

@@ -1,19 +1,11 @@
 """benchmarks/hold_out.py: the same speakers and recordings are held out every time, nothing is lost or
 doubled, and the split folders are recognised as the layouts they came from."""
-import importlib.util
 
 import numpy as np
 import pytest
 
 from dmospeech.codec.folder_corpus import detect_source
-from tests.helpers import PROJECT_ROOT, write
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("hold_out", PROJECT_ROOT / "benchmarks" / "hold_out.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_benchmark, write
 
 
 def corpus(root):
@@ -31,7 +23,7 @@ def corpus(root):
 
 
 def test_held_out_speakers_and_recordings_are_fixed_disjoint_and_complete(tmp_path):
-    hold_out = load_script()
+    hold_out = load_benchmark("hold_out")
     corpus(tmp_path / "c")
     for out in ("one", "two"):
         for name in ("libri", "single", "lj"):
@@ -49,7 +41,7 @@ def test_held_out_speakers_and_recordings_are_fixed_disjoint_and_complete(tmp_pa
 
 
 def test_holding_out_everything_or_relinking_elsewhere_is_refused(tmp_path):
-    hold_out = load_script()
+    hold_out = load_benchmark("hold_out")
     corpus(tmp_path / "c")
     with pytest.raises(ValueError, match="training would be empty"):
         hold_out.split_folder(tmp_path / "c" / "libri", tmp_path / "out", speakers=5, recordings=1)

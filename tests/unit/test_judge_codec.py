@@ -1,22 +1,14 @@
 """benchmarks/judge_codec.py: stages run in order through the benchmark scripts, a finished stage is skipped
 on a rerun, training continues from its checkpoint, and a stage that needs the codec refuses to run without it."""
-import importlib.util
 import sys
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("judge_codec", PROJECT_ROOT / "benchmarks" / "judge_codec.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_benchmark
 
 
 def test_stages_run_once_resume_from_checkpoints_and_pass_the_codec_on(tmp_path, monkeypatch):
-    judge = load_script()
+    judge = load_benchmark("judge_codec")
     run, calls = tmp_path / "run", []
 
     def fake_call(cmd, **kwargs):
@@ -48,7 +40,7 @@ def test_stages_run_once_resume_from_checkpoints_and_pass_the_codec_on(tmp_path,
 
 
 def test_a_stage_after_the_codec_refuses_to_run_without_it(tmp_path, monkeypatch):
-    judge = load_script()
+    judge = load_benchmark("judge_codec")
     monkeypatch.setattr(judge.subprocess, "call", lambda cmd, **kw: pytest.fail("nothing may run"))
     monkeypatch.setattr(sys, "argv", ["judge_codec.py", "--run", str(tmp_path), "--train", "T", "--valid", "V",
                                       "--quality-valid", "Q", "--only", "probe"])
@@ -57,7 +49,7 @@ def test_a_stage_after_the_codec_refuses_to_run_without_it(tmp_path, monkeypatch
 
 
 def test_a_failed_stage_stops_the_run_and_is_not_marked_done(tmp_path, monkeypatch):
-    judge = load_script()
+    judge = load_benchmark("judge_codec")
     monkeypatch.setattr(judge.subprocess, "call", lambda cmd, **kw: 3)
     monkeypatch.setattr(sys, "argv", ["judge_codec.py", "--run", str(tmp_path), "--train", "T", "--valid", "V",
                                       "--quality-valid", "Q"])

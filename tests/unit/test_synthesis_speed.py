@@ -1,18 +1,10 @@
 """benchmarks/synthesis_speed.py's timing order and sandwiched ratios, on a simulated machine whose speed drifts."""
-import importlib.util
 
-from tests.helpers import PROJECT_ROOT
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("synthesis_speed", PROJECT_ROOT / "benchmarks" / "synthesis_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_benchmark
 
 
 def test_sandwiched_ratios_cancel_a_linear_drift(monkeypatch):
-    bench = load_benchmark()
+    bench = load_benchmark("synthesis_speed")
     calls = []
 
     def model(name, work):
@@ -33,7 +25,7 @@ def test_sandwiched_ratios_cancel_a_linear_drift(monkeypatch):
 
 
 def test_students_alone_run_one_block_per_repeat(monkeypatch):
-    bench = load_benchmark()
+    bench = load_benchmark("synthesis_speed")
     monkeypatch.setattr(bench, "seconds", lambda fn: fn())
     times = bench.sandwiched_times({"student a": lambda: 1.0, "student b": lambda: 2.0}, repeats=5, student_runs=3)
     assert times == {"student a": [1.0] * 5, "student b": [2.0] * 5}
