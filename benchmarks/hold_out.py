@@ -8,7 +8,8 @@ Each folder's layout is recognised as the benchmarks read it (`dmospeech.codec.f
   evenly spaced through the sorted file names;
 - any other layout (metadata.csv, manifest.csv): linked whole into train.
 
-Usage: python benchmarks/hold_out.py --out OUT [--speakers 10] [--recordings 10] FOLDER [FOLDER ...]
+Usage: python benchmarks/hold_out.py --out OUT [--speakers 10] [--recordings 10] [--params params.yaml]
+       FOLDER [FOLDER ...]
 Prints what went where. OUT/train/<folder name> and OUT/valid/<folder name> are the folders to pass.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ import os
 from pathlib import Path
 
 from dmospeech.codec.folder_corpus import detect_source
-
-AUDIO = {".wav", ".flac", ".mp3", ".ogg"}
+from dmospeech.config import PrepareCorpusConfig, load_params
+from dmospeech.data.sources import scan_source
 
 
 def evenly_spaced(names: list[str], n: int) -> set[str]:
@@ -32,8 +33,10 @@ def evenly_spaced(names: list[str], n: int) -> set[str]:
     return {names[(2 * i + 1) * len(names) // (2 * n)] for i in range(n)}
 
 
-def plan(folder: Path, out: Path, speakers: int, recordings: int) -> tuple[dict[Path, Path], dict[str, int]]:
-    """{link in OUT: what it points to} for one corpus folder, and the counts."""
+def plan(folder: Path, out: Path, speakers: int, recordings: int, extensions: tuple[str, ...]
+         ) -> tuple[dict[Path, Path], dict[str, int]]:
+    """{link in OUT: what it points to} for one corpus folder, and the counts. A one-speaker folder's
+    recordings are those its source adapter finds usable (audio with a non-empty transcript)."""
     source = detect_source(folder)
     train, valid = out / "train" / folder.name, out / "valid" / folder.name
     if source.kind == "librispeech" and source.speaker is None:
@@ -42,13 +45,13 @@ def plan(folder: Path, out: Path, speakers: int, recordings: int) -> tuple[dict[
         links = {(valid if spk in held else train) / spk: folder / spk for spk in ids}
         return links, {"train speakers": len(ids) - len(held), "valid speakers": len(held)}
     if source.kind == "sidecar":
-        audio = [p for p in folder.rglob("*") if p.suffix.lower() in AUDIO and p.with_suffix(".txt").exists()]
-        held = evenly_spaced([str(p.relative_to(folder)) for p in audio], recordings)
+        items = [item for item in scan_source(source, extensions) if item.problem is None]
+        held = evenly_spaced([item.rel_path for item in items], recordings)
         links = {}
-        for path in audio:
-            side = valid if str(path.relative_to(folder)) in held else train
-            links |= {side / part.name: part for part in (path, path.with_suffix(".txt"))}
-        return links, {"train recordings": len(audio) - len(held), "valid recordings": len(held)}
+        for item in items:
+            side = valid if item.rel_path in held else train
+            links |= {side / part.name: part for part in (item.path, item.path.with_suffix(".txt"))}
+        return links, {"train recordings": len(items) - len(held), "valid recordings": len(held)}
     return {train: folder}, {"train": 1}
 
 
@@ -63,10 +66,11 @@ def existing_links(out: Path, name: str) -> dict[Path, Path]:
     return found
 
 
-def split_folder(folder: Path, out: Path, speakers: int, recordings: int) -> dict[str, int]:
+def split_folder(folder: Path, out: Path, speakers: int, recordings: int,
+                 extensions: tuple[str, ...] = PrepareCorpusConfig.audio_extensions) -> dict[str, int]:
     """Links `folder`'s split into OUT/train/<name> and OUT/valid/<name>; a rerun with the same split is a
     no-op, and OUT holding another split of the folder is refused (a speaker must never be on both sides)."""
-    links, counts = plan(folder, out, speakers, recordings)
+    links, counts = plan(folder, out, speakers, recordings, extensions)
     wanted = {path: target.resolve() for path, target in links.items()}
     existing = existing_links(out, folder.name)
     if existing and existing != wanted:
@@ -84,9 +88,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--speakers", type=int, default=10, help="speakers held out of a LibriSpeech-style root")
     parser.add_argument("--recordings", type=int, default=10, help="recordings held out of a one-speaker folder")
+    parser.add_argument("--params", default="params.yaml", help="its prepare_corpus.audio_extensions")
     args = parser.parse_args()
+    extensions = tuple(load_params(args.params).prepare_corpus.audio_extensions)
     for folder in args.folders:
-        print(f"{folder.name}: {split_folder(folder, args.out, args.speakers, args.recordings)}")
+        print(f"{folder.name}: {split_folder(folder, args.out, args.speakers, args.recordings, extensions)}")
 
 
 if __name__ == "__main__":

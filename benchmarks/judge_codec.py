@@ -29,14 +29,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dmospeech.ops.checkpoint import latest_checkpoint
+
 HERE = Path(__file__).resolve().parent
 STAGES = ("codec", "fast", "quality", "probe", "asr")
 FIGURES = ("validation mel loss", "validation semantic loss", "steps:", "mel loss", "phone error rate", " % on the ")
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
-    return found[-1] if found else None
+    """The newest complete checkpoint of a learn_codec.py run in `out` (the one its --resume continues)."""
+    return latest_checkpoint(out / "checkpoints")
 
 
 def commands(args, extra: list[str]) -> dict[str, list[str]]:

@@ -7,6 +7,13 @@ import pytest
 from tests.helpers import load_benchmark
 
 
+def complete_checkpoint(folder):
+    """What makes a step_<n> folder a complete checkpoint to dmospeech.ops.checkpoint.latest_checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("state.json", "run_config.json"):
+        (folder / name).write_text("{}")
+
+
 def test_stages_run_once_resume_from_checkpoints_and_pass_the_codec_on(tmp_path, monkeypatch):
     judge = load_benchmark("judge_codec")
     run, calls = tmp_path / "run", []
@@ -16,12 +23,12 @@ def test_stages_run_once_resume_from_checkpoints_and_pass_the_codec_on(tmp_path,
         script = cmd[1].rsplit("/", 1)[-1]
         if script == "learn_codec.py":   # training leaves its final checkpoint
             out = cmd[cmd.index("--out") + 1]
-            (tmp_path / out / "checkpoints" / "step_9").mkdir(parents=True, exist_ok=True)
+            complete_checkpoint(tmp_path / out / "checkpoints" / "step_9")
         return 0
 
     monkeypatch.setattr(judge.subprocess, "call", fake_call)
     base = ["judge_codec.py", "--run", str(run), "--train", "T1", "T2", "--valid", "V", "--quality-valid", "Q"]
-    (run / "codec" / "checkpoints" / "step_3").mkdir(parents=True)   # an interrupted codec run
+    complete_checkpoint(run / "codec" / "checkpoints" / "step_3")   # an interrupted codec run
     monkeypatch.setattr(sys, "argv", base + ["--", "--semantic-weight", "0"])
     judge.main()
     scripts = [c[1].rsplit("/", 1)[-1] for c in calls]
