@@ -119,9 +119,7 @@ def main() -> None:
         print(f"fast decoder on the frozen encoder of {args.encoder_from}; that codec's own decoder scores "
               f"validation mel loss {task.validation_mel_loss(own_codec):.3f}")
     codec = task._parts["codec"].module
-    before = {"valid/mel_loss": task.validation_mel_loss(codec)}
-    if task.targets is not None:
-        before["valid/semantic_loss"] = task.validation_semantic_loss(codec)
+    before = task.validation_losses(codec)
     start = time.perf_counter()
     result = train(task, loop, task.run_config())
     minutes = (time.perf_counter() - start) / 60

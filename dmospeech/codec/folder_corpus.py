@@ -51,10 +51,13 @@ def detect_source(folder: Path) -> SourceConfig:
 
 
 def scan_folders(folders: Sequence[Path], extensions: tuple[str, ...]) -> list[SourceItem]:
-    items = []
+    """The recordings below `folders`, each once: a folder named twice (two validation groups that share
+    one) or inside another named folder adds none again."""
+    items = {}
     for folder in folders:
-        items += scan_source(detect_source(Path(folder)), extensions, Path("/"))
-    return items
+        for item in scan_source(detect_source(Path(folder)), extensions, Path("/")):
+            items.setdefault(item.path.resolve(), item)
+    return list(items.values())
 
 
 def _cache_key(items: Sequence[SourceItem], codec_checkpoint: Path, params: Params, max_seconds: float) -> str:

@@ -140,10 +140,16 @@ class CodecTask:
         """Held-out mel loss (and semantic loss, with the term) and samples, with the codec's EMA weights."""
         self.loss.gan.discriminator = self._parts["discriminator"].module
         with self._parts["codec"].ema_weights() as codec:
-            metrics = {"valid/mel_loss": self.validation_mel_loss(codec)}
-            if self.semantic_term:
-                metrics["valid/semantic_loss"] = self.validation_semantic_loss(codec)
+            metrics = self.validation_losses(codec)
             self.write_samples(codec, step)
+        return metrics
+
+    def validation_losses(self, codec: Codec) -> dict[str, float]:
+        """Held-out mel loss, and the semantic loss when the term trains a head (a Whisper input alone
+        brings states but no head to score)."""
+        metrics = {"valid/mel_loss": self.validation_mel_loss(codec)}
+        if self.semantic_term:
+            metrics["valid/semantic_loss"] = self.validation_semantic_loss(codec)
         return metrics
 
     @torch.no_grad()

@@ -88,6 +88,7 @@ def test_a_frozen_encoder_brings_its_own_statistics(tmp_path, fake_whisper):
     frozen = fast.parts()[0].module
     torch.testing.assert_close(fast.targets.mean, task.targets.mean)
     torch.testing.assert_close(frozen.whisper_std, task.targets.std)
+    assert set(fast.validation_losses(frozen)) == {"valid/mel_loss"}          # states, but no semantic head
     with pytest.raises(ValueError, match="semantic_input fake vs "):
         CodecTask(replace(fast_cfg, model=replace(fast_cfg.model, semantic_input="", semantic_input_dim=0)), other,
                   other[:1], fast_cfg.loop.report_dir, encoder_from=source).parts()

@@ -60,7 +60,9 @@ def test_validation_groups_select_their_items_whatever_the_layout(tmp_path):
     train = sidecar_folder(tmp_path, "alice", 2, 0)
     unseen = librispeech_folder(tmp_path / "librispeech", ["19", "20"], 30)
     kept = sidecar_folder(tmp_path, "bob", 1, 10)
-    _, valid_items, _ = build_folder_corpus([train], [unseen, kept], tmp_path / "corpus", codec_dir, p)
+    # judge_codec.py's groups share a folder: [unseen] and [kept, unseen]; each recording is encoded once
+    _, valid_items, _ = build_folder_corpus([train], [unseen, kept, unseen], tmp_path / "corpus", codec_dir, p)
+    assert sorted(it.speaker for it in valid_items) == ["19", "20", "bob"]
     exts = tuple(p.prepare_corpus.audio_extensions)
     assert sorted(it.speaker for it in items_below(valid_items, [unseen], exts)) == ["19", "20"]
     assert [it.speaker for it in items_below(valid_items, [kept], exts)] == ["bob"]
