@@ -1,7 +1,8 @@
 """How well do the codec's own (DAC) decoder and a fast decoder turn the same latents back into
 speech? Encodes held-out recordings with the codec (posterior mean, as encode_latents does),
 decodes them with each decoder, and prints per decoder: the multi-scale mel loss of train_codec,
-Whisper's WER against its transcript of the original recording, Resemblyzer's cosine similarity to
+Whisper's WER against its transcript of the original recording (corpus-level, then each recording's
+and the worst transcript), Resemblyzer's cosine similarity to
 the original, and the decoding time per second of audio on this machine.
 
 Usage: python benchmarks/decoder_quality.py --codec CODEC_CKPT [--fast FAST_CKPT] --valid DIR [DIR ...]
@@ -85,10 +86,15 @@ def main() -> None:
             mel_loss = float(np.mean([float(mel.mel_loss(y, torch.from_numpy(a)[None, None]))
                                       for y, (_, a) in zip(decoded, clips)]))
         audio_out = [y[0, 0].numpy() for y in decoded]
-        wer = word_error_rate([recognizer(audio_out[i], rate) for i in keep], [references[i] for i in keep])
+        hypotheses = [recognizer(audio_out[i], rate) for i in keep]
+        wer = word_error_rate(hypotheses, [references[i] for i in keep])
+        # per recording: a corpus WER over 100 % is inserted words, which one hallucinating clip can dominate
+        each = sorted((word_error_rate([h], [references[i]]), clips[i][0], h) for h, i in zip(hypotheses, keep))
         sim = float(np.mean([speaker_similarity(encoder, y, rate, a, rate) for y, (_, a) in zip(audio_out, clips)]))
         print(f"{name:>14}: mel loss {mel_loss:.3f}, WER {100 * wer:.1f} % (vs Whisper on the originals), "
               f"SIM to the original {sim:.3f}, decoding {spent / seconds:.4f} s per second of audio")
+        print(f"{'':>14}  WER per recording (median {100 * float(np.median([e[0] for e in each])):.1f} %): "
+              + " ".join(f"{100 * e[0]:.0f}" for e in each) + f"; worst, {each[-1][1]}: {each[-1][2][:120]!r}")
 
 
 if __name__ == "__main__":
