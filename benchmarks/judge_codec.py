@@ -33,7 +33,8 @@ from dmospeech.ops.checkpoint import latest_checkpoint
 
 HERE = Path(__file__).resolve().parent
 STAGES = ("codec", "fast", "quality", "probe", "asr")
-FIGURES = ("validation mel loss", "validation semantic loss", "steps:", "mel loss", "phone error rate", " % on the ")
+FIGURES = ("validation mel loss", "validation semantic loss", "steps:", "mel loss", "WER per recording", "phone error rate",
+           " % on the ")
 
 
 def last_checkpoint(out: Path) -> Path | None:

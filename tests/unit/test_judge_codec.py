@@ -63,3 +63,18 @@ def test_a_failed_stage_stops_the_run_and_is_not_marked_done(tmp_path, monkeypat
     with pytest.raises(SystemExit, match="codec.*exit code 3"):
         judge.main()
     assert not (tmp_path / "codec.done").exists()
+
+
+def test_the_summary_takes_each_scripts_figures_and_not_its_step_lines(tmp_path):
+    judge = load_benchmark("judge_codec")
+    (tmp_path / "quality.log").write_text(
+        "10 held-out recordings, 102.9 s\n"
+        "  fast decoder: mel loss 1.245, WER 133.3 % (vs Whisper on the originals), SIM to the original 0.558\n"
+        "                WER per recording (median 72.1 %): 0 45 420; worst, 5192-19396-0000: 'the summer is'\n")
+    (tmp_path / "codec.log").write_text(
+        "step 5/837 mel/loss=4.69 kl/loss=3.454\n"
+        "validation mel loss: step 0 5.771 -> step 837 1.221 (78.8 % lower)\n")
+    assert [line.split(":")[0].strip() for line in judge.figures(tmp_path, "quality")] == [
+        "fast decoder", "WER per recording (median 72.1 %)"]
+    assert judge.figures(tmp_path, "codec") == ["validation mel loss: step 0 5.771 -> step 837 1.221 (78.8 % lower)"]
+    assert judge.figures(tmp_path, "asr") == []                            # no log yet
