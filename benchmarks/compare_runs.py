@@ -13,19 +13,16 @@ never logged (say, no semantic term).
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
+from dmospeech.ops.train_monitor import logged_metric
+
 
 def logged(run: Path, metric: str) -> dict[int, float] | None:
     """{step: value} of one metric of one run, None when the run never logged it."""
-    path = run / "report" / "dvclive" / "plots" / "metrics" / f"{metric}.tsv"
-    if not path.exists():
-        return None
-    name = metric.rsplit("/", 1)[-1]
-    return {int(r["step"]): float(r[name]) for r in csv.DictReader(path.open(), delimiter="\t")}
+    return logged_metric(run / "report", metric)
 
 
 def windowed(curves: list[dict[int, float] | None], window: int) -> list[tuple[int, list[float | None]]]:

@@ -28,7 +28,6 @@ budget starts (cached in CORPUS/speed_copies); the validation segments are never
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import time
 from dataclasses import replace
@@ -45,6 +44,7 @@ from dmospeech.critics.speed_copies import recogniser_speed_copies, with_copies_
 from dmospeech.critics.whisper_states import whisper_encoder_states
 from dmospeech.critics.whisper_phones import head_phone_error_rate
 from dmospeech.data.text import Vocabulary
+from dmospeech.ops.train_monitor import logged_metric
 from dmospeech.ops.training import train
 from dmospeech.critics.asr_trainer import ASRCriticTask
 
@@ -53,9 +53,7 @@ from dmospeech.critics.asr_trainer import ASRCriticTask
 def curve(report_dir: Path, first: tuple[int, float], last: tuple[int, float]) -> list[tuple[int, float]]:
     """(step, PER) at step 0, at every validation of the run (dvclive's file) and at the end."""
     points = [first]
-    logged = report_dir / "dvclive" / "plots" / "metrics" / "valid" / "per.tsv"
-    if logged.exists():
-        points += [(int(r["step"]), float(r["per"])) for r in csv.DictReader(logged.open(), delimiter="\t")]
+    points += list((logged_metric(report_dir, "valid/per") or {}).items())
     return sorted({step: per for step, per in points + [last]}.items())
 
 

@@ -46,6 +46,7 @@ from dmospeech.teacher.dit import DiT
 from dmospeech.critics.speaker import LatentSpeakerVerifier
 from dmospeech.codec.latent_text import FRAME_RATE
 from dmospeech.teacher.sampling import student_latents, teacher_latents
+from dmospeech.ops.train_monitor import logged_metric
 from dmospeech.ops.training import train
 from dmospeech.student.metric_losses import speaker_cosine
 from dmospeech.student.trainer import PROMPT_FRACTION, StudentTask
@@ -68,8 +69,8 @@ def grad_norms(report_dir: Path) -> dict[str, float]:
     """Mean of the logged grad_norm_x0/<term> curves of a run (dvclive's tsv files)."""
     out = {}
     for path in sorted((report_dir / "dvclive" / "plots" / "metrics" / "grad_norm_x0").glob("*.tsv")):
-        values = np.loadtxt(path, delimiter="\t", skiprows=1, usecols=-1, ndmin=1)
-        out[path.stem] = float(np.mean(values)) if len(values) else float("nan")
+        values = list(logged_metric(report_dir, f"grad_norm_x0/{path.stem}").values())
+        out[path.stem] = float(np.mean(values)) if values else float("nan")
     return out
 
 

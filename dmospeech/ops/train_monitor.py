@@ -35,6 +35,17 @@ def truncate_metrics(metrics_dir: Path, step: int) -> None:
             write_text_atomic(path, out.getvalue())
 
 
+def logged_metric(report_dir: Path, metric: str) -> dict[int, float] | None:
+    """{step: value} of one logged metric ("mel/loss", "valid/per") of a run whose loop wrote to
+    `report_dir`, None when the run never logged it."""
+    path = Path(report_dir) / "dvclive" / "plots" / "metrics" / f"{metric}.tsv"
+    if not path.exists():
+        return None
+    name = metric.rsplit("/", 1)[-1]
+    with path.open(encoding="utf-8") as f:
+        return {int(row["step"]): float(row[name]) for row in csv.DictReader(f, delimiter="\t")}
+
+
 class Monitor:
     """`tick()` once per step, `log()` on log/validation steps; inert when `enabled` is False (rank > 0)."""
 
