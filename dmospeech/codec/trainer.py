@@ -35,6 +35,10 @@ class CodecTask:
         self.cfg = cfg
         self.encoder_from = None if encoder_from is None else Path(encoder_from)
         check_semantic_settings(cfg, self.encoder_from)
+        if cfg.decoder_latents == "mean" and self.encoder_from is None:
+            raise ValueError("decoder_latents: mean trains the decoder on posterior means, without eq. 11's noise; "
+                             "a trainable encoder needs the samples (its KL term would be free): use it only "
+                             "with encoder_from (train_fast_decoder)")
         self.source = None if encoder_from is None else Codec.from_checkpoint(self.encoder_from)  # until parts()
         hop = cfg.model.hop_length
         self.semantic_term = cfg.semantic.weight > 0
@@ -77,6 +81,8 @@ class CodecTask:
             cfg.pop(key)
         cfg["loop"] = {k: cfg["loop"][k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}
         semantic = cfg.pop("semantic")
+        if cfg["decoder_latents"] == "sample":   # the run config of codecs trained before the setting existed
+            cfg.pop("decoder_latents")
         if self.semantic_term:
             cfg["semantic"] = {k: semantic[k] for k in ("weight", "start_step", "whisper_model")}
         for key in ("semantic_dim", "semantic_input", "semantic_input_dim"):
@@ -121,7 +127,8 @@ class CodecTask:
         semantic.weight x the semantic loss from semantic.start_step)."""
         self.loss.gan.discriminator = self._parts["discriminator"].model  # DDP wrapper under torchrun
         audio = batch["audio"]
-        out = self._parts["codec"].model(audio, whisper=batch["states"] if self.cfg.model.semantic_input else None)
+        out = self._parts["codec"].model(audio, sample=self.cfg.decoder_latents == "sample",
+                                         whisper=batch["states"] if self.cfg.model.semantic_input else None)
         logs: dict[str, float] = {}
         adversarial = step >= self.cfg.adversarial_start_step
         if adversarial:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Optional
+from typing import Literal, Optional
 
 from dmospeech.config.training import OptimizerConfig, TrainLoopConfig
 
@@ -91,6 +91,10 @@ class TrainCodecConfig:
     disc_optimizer: OptimizerConfig
     loop: TrainLoopConfig
     semantic: CodecSemanticConfig = CodecSemanticConfig()
+    # What the decoder learns to decode: eq. 11's sample z = mean + exp(logscale) * eps, or the posterior
+    # mean itself (what encode_latents caches with use_mean); "mean" only with a frozen encoder, whose
+    # KL term no longer trains anything.
+    decoder_latents: Literal["sample", "mean"] = "sample"
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class TrainFastDecoderConfig:
     optimizer: OptimizerConfig
     disc_optimizer: OptimizerConfig
     loop: TrainLoopConfig
+    decoder_latents: Literal["sample", "mean"] = "sample"   # as train_codec's; "mean" decodes what the cache holds
 
     def codec_training(self, codec: CodecConfig) -> TrainCodecConfig:
         """The train_codec settings that train `codec` with this decoder in place of its own, without

@@ -65,3 +65,26 @@ def test_an_encoder_of_another_shape_is_refused(tmp_path):
     clips = fabricated_clips(tmp_path, n=2)
     with pytest.raises(ValueError, match="different encoder: encoder_dim 4 vs 8"):
         CodecTask(cfg, clips, clips[:1], cfg.loop.report_dir, encoder_from=codec_dir).parts()
+
+
+@pytest.mark.parametrize("decoder_latents", ["sample", "mean"])
+def test_the_fast_decoder_learns_from_samples_or_from_posterior_means(tmp_path, monkeypatch, decoder_latents):
+    import dmospeech.codec.model as model
+
+    codec_dir, source = saved_codec(tmp_path / "codec")
+    cfg = replace(small_fast_decoder_training(tmp_path), decoder_latents=decoder_latents).codec_training(source.cfg)
+    clips = fabricated_clips(tmp_path, n=4)
+    task = CodecTask(cfg, clips, clips[:1], cfg.loop.report_dir, encoder_from=codec_dir)
+    draws = []
+    monkeypatch.setattr(model, "reparameterize", lambda mean, logscale, eps: draws.append(1) or mean + logscale.exp() * eps)
+    train(task, cfg.loop, task.run_config())
+    assert bool(draws) == (decoder_latents == "sample")   # eq. 11's noise only when the decoder learns from samples
+    run_config = read_run_config(latest_checkpoint(cfg.loop.out_dir))
+    assert run_config.get("decoder_latents", "sample") == decoder_latents   # "sample" left out: older runs resume
+
+
+def test_a_trainable_encoder_needs_the_samples(tmp_path):
+    cfg = replace(tiny_codec_config(tmp_path), decoder_latents="mean")
+    clips = fabricated_clips(tmp_path, n=2)
+    with pytest.raises(ValueError, match="decoder_latents: mean"):
+        CodecTask(cfg, clips, clips[:1], cfg.loop.report_dir)
