@@ -41,13 +41,34 @@ def windowed(curves: list[dict[int, float] | None], window: int) -> list[tuple[i
     return rows
 
 
+STAGE_FOLDERS = ("codec", "fast", "asr")   # judge_codec.py's stage folders: named with their run folder
+
+
+def run_names(runs: list[Path]) -> list[str]:
+    """Column names: each run's shortest trailing path that tells the runs apart (a judge_codec.py stage
+    folder with its run's), without a last folder they all share (nosem/codec, xin/codec -> nosem, xin;
+    xin/fast, xin_fm/fast -> xin, xin_fm)."""
+    parts = [run.absolute().parts for run in runs]
+
+    def names(depth: int) -> list[tuple[str, ...]]:
+        return [p[-max(depth, 2 if p[-1] in STAGE_FOLDERS else 1):] for p in parts]
+
+    depth = 1
+    while depth < max(map(len, parts)) and len(set(names(depth))) < len(parts):
+        depth += 1
+    chosen = names(depth)
+    if len(runs) > 1 and all(len(c) > 1 for c in chosen) and len({c[-1] for c in chosen}) == 1:
+        chosen = [c[:-1] for c in chosen]
+    return ["/".join(c) for c in chosen]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--metric", nargs="+", default=["mel/loss", "kl/loss"])
     parser.add_argument("--window", type=int, default=100)
     args = parser.parse_args()
-    names = [run.name if run.name != "codec" else run.parent.name for run in args.runs]
+    names = run_names(args.runs)
     for metric in args.metric:
         curves = [logged(run, metric) for run in args.runs]
         if not any(curves):

@@ -29,3 +29,15 @@ def test_windows_compare_the_same_steps_and_mark_what_a_run_lacks(tmp_path, caps
     out = capsys.readouterr().out
     assert "ratio to long" in out and "95.000 (2.000)" in out and out.count(" other") == 1
     assert "nothing/here: not logged by any run" in out
+
+
+@pytest.mark.parametrize("runs, names", [
+    (["r/nosem/codec", "r/xin/codec"], ["nosem", "xin"]),
+    (["r/xin/fast", "r/xin_fm/fast"], ["xin", "xin_fm"]),
+    (["a/long", "a/short", "a/other/codec"], ["long", "short", "other/codec"]),
+    (["a/x/run", "b/x/run"], ["a/x", "b/x"]),
+    (["a/run1", "b/run2"], ["run1", "run2"]),
+])
+def test_columns_are_named_by_what_tells_the_runs_apart(tmp_path, runs, names):
+    compare = load_benchmark("compare_runs")
+    assert compare.run_names([tmp_path / r for r in runs]) == names
