@@ -35,6 +35,9 @@ class CodecTask:
         self.cfg = cfg
         self.encoder_from = None if encoder_from is None else Path(encoder_from)
         check_semantic_settings(cfg, self.encoder_from)
+        if not 0.0 <= cfg.whisper_input_dropout < 1.0 or (cfg.whisper_input_dropout and not cfg.model.semantic_input):
+            raise ValueError(f"train_codec.whisper_input_dropout {cfg.whisper_input_dropout}: a share in [0, 1) of "
+                             "training items, and only for a codec with model.semantic_input")
         if cfg.decoder_latents == "mean" and self.encoder_from is None:
             raise ValueError("decoder_latents: mean trains the decoder on posterior means, without eq. 11's noise; "
                              "a trainable encoder needs the samples (its KL term would be free): use it only "
@@ -81,8 +84,9 @@ class CodecTask:
             cfg.pop(key)
         cfg["loop"] = {k: cfg["loop"][k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}
         semantic = cfg.pop("semantic")
-        if cfg["decoder_latents"] == "sample":   # the run config of codecs trained before the setting existed
-            cfg.pop("decoder_latents")
+        for key, default in (("decoder_latents", "sample"), ("whisper_input_dropout", 0.0)):
+            if cfg[key] == default:   # the run config of codecs trained before the setting existed
+                cfg.pop(key)
         if self.semantic_term:
             cfg["semantic"] = {k: semantic[k] for k in ("weight", "start_step", "whisper_model")}
         for key in ("semantic_dim", "semantic_input", "semantic_input_dim"):
@@ -128,7 +132,7 @@ class CodecTask:
         self.loss.gan.discriminator = self._parts["discriminator"].model  # DDP wrapper under torchrun
         audio = batch["audio"]
         out = self._parts["codec"].model(audio, sample=self.cfg.decoder_latents == "sample",
-                                         whisper=batch["states"] if self.cfg.model.semantic_input else None)
+                                         whisper=self.whisper_input(batch) if self.cfg.model.semantic_input else None)
         logs: dict[str, float] = {}
         adversarial = step >= self.cfg.adversarial_start_step
         if adversarial:
@@ -142,6 +146,15 @@ class CodecTask:
             total = total + weight * s_losses["semantic/loss"]
             logs |= s_logs
         return logs | g_logs | {"loss/total": float(total.detach())} | update("codec", total)
+
+    def whisper_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The encoder's Whisper input (b, n, d): the batch's standardised states, zeroed for a random
+        `whisper_input_dropout` share of its items (the semantic term's targets stay whole)."""
+        states, share = batch["states"], self.cfg.whisper_input_dropout
+        if not share or self.encoder_from is not None:
+            return states
+        keep = torch.rand(states.shape[0], 1, 1) >= share
+        return states * keep.to(states.dtype)
 
     def validate(self, step: int) -> dict[str, float]:
         """Held-out mel loss (and semantic loss, with the term) and samples, with the codec's EMA weights."""

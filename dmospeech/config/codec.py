@@ -95,6 +95,9 @@ class TrainCodecConfig:
     # mean itself (what encode_latents caches with use_mean); "mean" only with a frozen encoder, whose
     # KL term no longer trains anything.
     decoder_latents: Literal["sample", "mean"] = "sample"
+    # With model.semantic_input: the share of training items whose encoder gets no Whisper input (its
+    # standardised states zeroed, i.e. the training mean), so DAC's own features learn the sound alone too.
+    whisper_input_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ class TrainFastDecoderConfig:
         """The train_codec settings that train `codec` with this decoder in place of its own, without
         the semantic head and term (they train the encoder, which is frozen here)."""
         shared = {f.name: getattr(self, f.name) for f in fields(TrainCodecConfig)
-                  if f.name not in ("model", "semantic")}
+                  if f.name not in ("model", "semantic", "whisper_input_dropout")}
         return TrainCodecConfig(model=replace(codec, fast_decoder=self.decoder, semantic_dim=0), **shared)
 
 

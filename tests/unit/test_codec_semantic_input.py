@@ -117,3 +117,25 @@ def test_a_decoder_is_only_paired_with_the_same_whisper_statistics(tmp_path):
     assert torch.equal(same_encoder_codec(codec, saved("same", [0.1, 0.2])).whisper_mean, codec.whisper_mean)
     with pytest.raises(SynthesisError, match="fitted to another codec's latents"):
         same_encoder_codec(codec, saved("other", [0.1, 0.3]))
+
+
+def test_whisper_input_dropout_zeroes_whole_items_of_the_input_only(tmp_path, fake_whisper):
+    cfg = replace(input_config(tmp_path, max_steps=2, checkpoint_every=2), whisper_input_dropout=0.5)
+    clips = fabricated_clips(tmp_path, n=4)
+    task = CodecTask(cfg, clips, clips[:1], cfg.loop.report_dir)
+    batch = task.collate([task.dataset[i] for i in range(4)] * 8)              # 32 items
+    torch.manual_seed(0)
+    given = task.whisper_input(batch)
+    dropped = given.abs().sum(dim=(1, 2)) == 0
+    kept = ~dropped
+    assert 4 <= int(dropped.sum()) <= 28                                       # about half, whole items
+    torch.testing.assert_close(given[kept], batch["states"][kept])
+    assert float(batch["states"][dropped].abs().sum()) > 0                     # the term's targets stay whole
+    assert task.run_config()["whisper_input_dropout"] == 0.5
+    assert train(task, cfg.loop, task.run_config()).step == 2
+    assert "whisper_input_dropout" not in CodecTask(input_config(tmp_path), clips, clips[:1], cfg.loop.report_dir).run_config()
+    with pytest.raises(ValueError, match="whisper_input_dropout 1.0"):
+        CodecTask(replace(cfg, whisper_input_dropout=1.0), clips, clips[:1], cfg.loop.report_dir)
+    plain = replace(cfg, model=replace(cfg.model, semantic_input="", semantic_input_dim=0))
+    with pytest.raises(ValueError, match="only for a codec with model.semantic_input"):
+        CodecTask(plain, clips, clips[:1], cfg.loop.report_dir)
