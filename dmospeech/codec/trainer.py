@@ -35,13 +35,7 @@ class CodecTask:
         self.cfg = cfg
         self.encoder_from = None if encoder_from is None else Path(encoder_from)
         check_semantic_settings(cfg, self.encoder_from)
-        if not 0.0 <= cfg.whisper_input_dropout < 1.0 or (cfg.whisper_input_dropout and not cfg.model.semantic_input):
-            raise ValueError(f"train_codec.whisper_input_dropout {cfg.whisper_input_dropout}: a share in [0, 1) of "
-                             "training items, and only for a codec with model.semantic_input")
-        if cfg.decoder_latents == "mean" and self.encoder_from is None:
-            raise ValueError("decoder_latents: mean trains the decoder on posterior means, without eq. 11's noise; "
-                             "a trainable encoder needs the samples (its KL term would be free): use it only "
-                             "with encoder_from (train_fast_decoder)")
+        check_input_settings(cfg, self.encoder_from)
         self.source = None if encoder_from is None else Codec.from_checkpoint(self.encoder_from)  # until parts()
         hop = cfg.model.hop_length
         self.semantic_term = cfg.semantic.weight > 0
@@ -226,6 +220,18 @@ def check_semantic_settings(cfg: TrainCodecConfig, encoder_from: Path | None) ->
                          "never learn; set model.semantic_dim: 0 to train without the semantic term")
     if weight > 0 and encoder_from is not None:
         raise ValueError("the semantic term trains the encoder, which encoder_from freezes: set semantic.weight 0")
+
+
+def check_input_settings(cfg: TrainCodecConfig, encoder_from: Path | None) -> None:
+    """What the encoder and decoder are given in training: Whisper-input dropout needs a Whisper input;
+    posterior means instead of eq. 11's samples need a frozen encoder."""
+    if not 0.0 <= cfg.whisper_input_dropout < 1.0 or (cfg.whisper_input_dropout and not cfg.model.semantic_input):
+        raise ValueError(f"train_codec.whisper_input_dropout {cfg.whisper_input_dropout}: a share in [0, 1) of "
+                         "training items, and only for a codec with model.semantic_input")
+    if cfg.decoder_latents == "mean" and encoder_from is None:
+        raise ValueError("decoder_latents: mean trains the decoder on posterior means, without eq. 11's noise; "
+                         "a trainable encoder needs the samples (its KL term would be free): use it only "
+                         "with encoder_from (train_fast_decoder)")
 
 
 def spectrogram_png(pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], sample_rate: int, path: Path,
