@@ -113,6 +113,9 @@ def main() -> None:
     if task.targets is not None:
         print(f"semantic term: weight {cfg.semantic.weight:g} from step {cfg.semantic.start_step}; Whisper "
               f"{cfg.semantic.whisper_model} states in {time.perf_counter() - started:.1f} s ({states_dir})")
+    if cfg.whisper_feature.weight > 0:
+        print(f"Whisper feature loss: weight {cfg.whisper_feature.weight:g}, Whisper {cfg.whisper_feature.whisper_model} "
+              "(a torch copy of its encoder)")
     torch.manual_seed(loop.seed)
     task.parts()
     if args.encoder_from is not None:
@@ -126,7 +129,8 @@ def main() -> None:
     after = task.validate(result.step)
     part = f" (resumed at step {result.resumed_from})" if result.resumed_from is not None else ""
     print(f"steps: {result.step} in {minutes:.1f} min{part} ({result.stop_reason})")
-    for key, name in (("valid/mel_loss", "mel"), ("valid/semantic_loss", "semantic")):
+    for key, name in (("valid/mel_loss", "mel"), ("valid/semantic_loss", "semantic"),
+                      ("valid/whisper_feature_loss", "Whisper feature")):
         if key in before:
             print(f"validation {name} loss: step 0 {before[key]:.3f} -> step {result.step} {after[key]:.3f} "
                   f"({100 * (before[key] - after[key]) / before[key]:.1f} % lower)")

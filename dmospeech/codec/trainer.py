@@ -3,7 +3,8 @@ generator updates, validation by the multi-scale mel loss on held-out clips with
 a spectrogram comparison written to the report folder. With `cfg.semantic.weight` > 0 the generator
 loss adds the semantic term (dmospeech.codec.semantic) and validation its held-out loss. With
 `encoder_from`, the encoder is a trained codec's, frozen, and only the decoder learns
-(train_fast_decoder; no semantic term). A codec with `model.semantic_input` gets the same cached
+(train_fast_decoder; no semantic term). With `cfg.whisper_feature.weight` > 0 the generator loss adds
+the Whisper feature-matching loss of the reconstructions (dmospeech.codec.whisper_feature). A codec with `model.semantic_input` gets the same cached
 Whisper states as an input of its encoder (standardised with its own statistics when frozen).
 
 Shapes: b batch, t samples (48 kHz), n latent frames (40 Hz), d Whisper width.
@@ -24,6 +25,7 @@ from dmospeech.data.datasets import Clip, CropDataset, load_clip, stack_audio
 from dmospeech.codec.model import Codec
 from dmospeech.codec.loss import CodecLoss, build_discriminator
 from dmospeech.codec.semantic import SemanticCrops, SemanticTargets, collate_semantic, semantic_loss
+from dmospeech.codec.whisper_feature import WhisperFeatureLoss
 from dmospeech.ops.training import Part
 
 
@@ -63,6 +65,8 @@ class CodecTask:
         self.report_dir = Path(report_dir)
         self._parts: dict[str, Part] = {}
         self.loss: CodecLoss | None = None
+        self.whisper_feature = (WhisperFeatureLoss(cfg.whisper_feature.whisper_model, cfg.model.sample_rate)
+                                if cfg.whisper_feature.weight > 0 else None)
 
     def collate(self, items: list) -> dict[str, torch.Tensor]:
         """{"audio": (b, 1, t)}; with Whisper states also "states" (b, n, d) and "state_mask" (b, n)."""
@@ -78,6 +82,8 @@ class CodecTask:
             cfg.pop(key)
         cfg["loop"] = {k: cfg["loop"][k] for k in ("seed", "batch_seconds", "max_batch_items", "ema_decay", "ema_every")}
         semantic = cfg.pop("semantic")
+        if not self.cfg.whisper_feature.weight:   # off: the run config of codecs trained before the loss existed
+            cfg.pop("whisper_feature")
         for key, default in (("decoder_latents", "sample"), ("whisper_input_dropout", 0.0)):
             if cfg[key] == default:   # the run config of codecs trained before the setting existed
                 cfg.pop(key)
@@ -139,6 +145,10 @@ class CodecTask:
             weight = self.cfg.semantic.weight if step >= self.cfg.semantic.start_step else 0.0
             total = total + weight * s_losses["semantic/loss"]
             logs |= s_logs
+        if self.whisper_feature is not None:
+            w_losses, w_logs = self.whisper_feature(out["audio_hat"], audio)
+            total = total + self.cfg.whisper_feature.weight * w_losses["whisper_feature/loss"]
+            logs |= w_logs
         return logs | g_logs | {"loss/total": float(total.detach())} | update("codec", total)
 
     def whisper_input(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -159,9 +169,11 @@ class CodecTask:
         return metrics
 
     def validation_losses(self, codec: Codec) -> dict[str, float]:
-        """Held-out mel loss, and the semantic loss when the term trains a head (a Whisper input alone
-        brings states but no head to score)."""
+        """Held-out mel loss, the Whisper feature loss when it trains, and the semantic loss when the
+        term trains a head (a Whisper input alone brings states but no head to score)."""
         metrics = {"valid/mel_loss": self.validation_mel_loss(codec)}
+        if self.whisper_feature is not None:
+            metrics["valid/whisper_feature_loss"] = self.validation_whisper_feature_loss(codec)
         if self.semantic_term:
             metrics["valid/semantic_loss"] = self.validation_semantic_loss(codec)
         return metrics
@@ -174,6 +186,16 @@ class CodecTask:
             x = torch.from_numpy(audio)[None, None]
             losses.append(float(self.loss.mel_loss(codec(x, sample=False, whisper=self.valid_whisper(clip, x))["audio_hat"],
                                                    x)))
+        return float(np.mean(losses))
+
+    @torch.no_grad()
+    def validation_whisper_feature_loss(self, codec: Codec) -> float:
+        """Mean Whisper feature loss (unweighted) of posterior-mean reconstructions of the validation clips."""
+        losses = []
+        for clip, audio in zip(self.valid_clips, self.valid_audio):
+            x = torch.from_numpy(audio)[None, None]
+            y = codec(x, sample=False, whisper=self.valid_whisper(clip, x))["audio_hat"]
+            losses.append(self.whisper_feature(y, x)[1]["whisper_feature/loss"])
         return float(np.mean(losses))
 
     def valid_whisper(self, clip: Clip, audio: torch.Tensor) -> torch.Tensor | None:
@@ -228,6 +250,8 @@ def check_input_settings(cfg: TrainCodecConfig, encoder_from: Path | None) -> No
     if not 0.0 <= cfg.whisper_input_dropout < 1.0 or (cfg.whisper_input_dropout and not cfg.model.semantic_input):
         raise ValueError(f"train_codec.whisper_input_dropout {cfg.whisper_input_dropout}: a share in [0, 1) of "
                          "training items, and only for a codec with model.semantic_input")
+    if cfg.whisper_feature.weight < 0:
+        raise ValueError(f"whisper_feature.weight {cfg.whisper_feature.weight}: 0 (off) or a positive weight")
     if cfg.decoder_latents == "mean" and encoder_from is None:
         raise ValueError("decoder_latents: mean trains the decoder on posterior means, without eq. 11's noise; "
                          "a trainable encoder needs the samples (its KL term would be free): use it only "

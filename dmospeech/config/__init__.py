@@ -14,7 +14,7 @@ from typing import Optional
 # Re-exported: one import site for every group.
 from dmospeech.config.codec import (CodecConfig, CodecSemanticConfig, DiscriminatorConfig,  # noqa: F401
                                     EncodeLatentsConfig, FastDecoderConfig, MelLossConfig, TrainCodecConfig,
-                                    TrainFastDecoderConfig)
+                                    TrainFastDecoderConfig, WhisperFeatureConfig)
 from dmospeech.config.compute import ComputeConfig  # noqa: F401
 from dmospeech.config.critics import (ASRDistillConfig, LatentASRConfig, LatentMaskingConfig,  # noqa: F401
                                       PhoneHeadConfig, SpeakerTeachersConfig, SpeakerVerifierConfig,

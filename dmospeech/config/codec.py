@@ -78,6 +78,16 @@ class CodecSemanticConfig:
 
 
 @dataclass(frozen=True)
+class WhisperFeatureConfig:
+    """A perceptual loss for the decoder (dmospeech.codec.whisper_feature): `weight` x DistilHuBERT's
+    loss between a frozen torch copy of an offline Whisper model's encoder states of the reconstruction
+    and of the original. Weight 0: off, no model is read. "tiny.en" by default, so the recogniser that
+    judges the reconstructions (Whisper base) is not the one they were trained to please."""
+    weight: float = 0.0
+    whisper_model: str = "tiny.en"   # "tiny.en", "base" or a CTranslate2 folder with float16/32 weights
+
+
+@dataclass(frozen=True)
 class TrainCodecConfig:
     model: CodecConfig
     discriminator: DiscriminatorConfig
@@ -98,6 +108,7 @@ class TrainCodecConfig:
     # With model.semantic_input: the share of training items whose encoder gets no Whisper input (its
     # standardised states zeroed, i.e. the training mean), so DAC's own features learn the sound alone too.
     whisper_input_dropout: float = 0.0
+    whisper_feature: WhisperFeatureConfig = WhisperFeatureConfig()
 
 
 @dataclass(frozen=True)
@@ -116,6 +127,7 @@ class TrainFastDecoderConfig:
     disc_optimizer: OptimizerConfig
     loop: TrainLoopConfig
     decoder_latents: Literal["sample", "mean"] = "sample"   # as train_codec's; "mean" decodes what the cache holds
+    whisper_feature: WhisperFeatureConfig = WhisperFeatureConfig()   # as train_codec's
 
     def codec_training(self, codec: CodecConfig) -> TrainCodecConfig:
         """The train_codec settings that train `codec` with this decoder in place of its own, without
