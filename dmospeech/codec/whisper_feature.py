@@ -136,11 +136,14 @@ class WhisperFeatureLoss(nn.Module):
 
     def forward(self, audio_hat: torch.Tensor, audio: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """(b, 1, t) each -> ({"whisper_feature/loss"}, {"whisper_feature/loss", "whisper_feature/cosine"})."""
+        if self.encoder.window.device != audio.device:   # follows the codec onto its GPU on first use
+            self.to(audio.device)
+
         def states(x: torch.Tensor) -> torch.Tensor:
             return self.encoder(torchaudio.functional.resample(x[:, 0], self.sample_rate, WHISPER_RATE))
 
         with torch.no_grad():
             target = states(audio)
         predicted = states(audio_hat)
-        mask = torch.ones(target.shape[:2], dtype=torch.bool)
+        mask = torch.ones(target.shape[:2], dtype=torch.bool, device=target.device)
         return distill_loss(predicted, target, mask, family="whisper_feature")
