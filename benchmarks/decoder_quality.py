@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soxr
 import torch
 
-from dmospeech.ops.audio import AudioError
+from dmospeech.ops.audio import AudioError, resample
 from dmospeech.ops.files import files_below
 from dmospeech.config import load_params
 from dmospeech.data.resample import condition_file
@@ -63,7 +62,7 @@ class PocketSphinx:
         self.decoder = Decoder(samprate=16000, loglevel="FATAL")
 
     def __call__(self, audio: np.ndarray, rate: int) -> str:
-        pcm = (np.clip(soxr.resample(audio, rate, 16000), -1.0, 1.0) * 32767).astype(np.int16)
+        pcm = (np.clip(resample(audio, rate, 16000), -1.0, 1.0) * 32767).astype(np.int16)
         self.decoder.start_utt()
         self.decoder.process_raw(pcm.tobytes(), full_utt=True)
         self.decoder.end_utt()

@@ -171,32 +171,34 @@ class CodecTask:
     def validation_losses(self, codec: Codec) -> dict[str, float]:
         """Held-out mel loss, the Whisper feature loss when it trains, and the semantic loss when the
         term trains a head (a Whisper input alone brings states but no head to score)."""
-        metrics = {"valid/mel_loss": self.validation_mel_loss(codec)}
+        pairs = self.valid_reconstructions(codec)   # decoded once for both losses
+        metrics = {"valid/mel_loss": self.validation_mel_loss(codec, pairs)}
         if self.whisper_feature is not None:
-            metrics["valid/whisper_feature_loss"] = self.validation_whisper_feature_loss(codec)
+            metrics["valid/whisper_feature_loss"] = self.validation_whisper_feature_loss(pairs)
         if self.semantic_term:
             metrics["valid/semantic_loss"] = self.validation_semantic_loss(codec)
         return metrics
 
     @torch.no_grad()
-    def validation_mel_loss(self, codec: Codec) -> float:
-        """Mean multi-scale mel loss of posterior-mean reconstructions of the validation clips."""
-        losses = []
+    def valid_reconstructions(self, codec: Codec) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(original, posterior-mean reconstruction), each (1, 1, t), of every validation clip."""
+        pairs = []
         for clip, audio in zip(self.valid_clips, self.valid_audio):
             x = torch.from_numpy(audio)[None, None]
-            losses.append(float(self.loss.mel_loss(codec(x, sample=False, whisper=self.valid_whisper(clip, x))["audio_hat"],
-                                                   x)))
-        return float(np.mean(losses))
+            pairs.append((x, codec(x, sample=False, whisper=self.valid_whisper(clip, x))["audio_hat"]))
+        return pairs
 
     @torch.no_grad()
-    def validation_whisper_feature_loss(self, codec: Codec) -> float:
-        """Mean Whisper feature loss (unweighted) of posterior-mean reconstructions of the validation clips."""
-        losses = []
-        for clip, audio in zip(self.valid_clips, self.valid_audio):
-            x = torch.from_numpy(audio)[None, None]
-            y = codec(x, sample=False, whisper=self.valid_whisper(clip, x))["audio_hat"]
-            losses.append(self.whisper_feature(y, x)[1]["whisper_feature/loss"])
-        return float(np.mean(losses))
+    def validation_mel_loss(self, codec: Codec, pairs: list | None = None) -> float:
+        """Mean multi-scale mel loss of posterior-mean reconstructions of the validation clips (`pairs`
+        from valid_reconstructions, if already decoded)."""
+        pairs = self.valid_reconstructions(codec) if pairs is None else pairs
+        return float(np.mean([float(self.loss.mel_loss(y, x)) for x, y in pairs]))
+
+    @torch.no_grad()
+    def validation_whisper_feature_loss(self, pairs: list) -> float:
+        """Mean Whisper feature loss (unweighted) of the validation clips' reconstructions `pairs`."""
+        return float(np.mean([self.whisper_feature(y, x)[1]["whisper_feature/loss"] for x, y in pairs]))
 
     def valid_whisper(self, clip: Clip, audio: torch.Tensor) -> torch.Tensor | None:
         """The encoder's Whisper input (1, n, d) for the first samples `audio` (1, 1, t) of `clip`, if it has one."""
