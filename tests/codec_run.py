@@ -44,7 +44,8 @@ class FakeEncoder:
 
 def tiny_codec_config(work: Path, **loop):
     """The params.yaml codec shrunk to seconds per step: 0.1 s crops, 2 per batch, small STFTs, no
-    semantic term (tests/unit/test_codec_semantic.py turns it on with a fake Whisper)."""
+    semantic term and no Whisper input (tests/unit/test_codec_semantic.py and test_codec_semantic_input.py
+    turn them on with a fake Whisper)."""
     cfg = params().train_codec
     loop_cfg = replace(cfg.loop, **({"max_steps": 4, "checkpoint_every": 2, "log_every": 1, "valid_every": 1000,
                                      "batch_seconds": 0.2, "max_batch_items": 2, "out_dir": str(work / "ckpt"),
@@ -52,7 +53,8 @@ def tiny_codec_config(work: Path, **loop):
     return replace(cfg, crop_seconds=0.1, valid_clips=1, valid_seconds=0.5, loop=loop_cfg,
                    mel=replace(cfg.mel, n_mels=(10, 20), window_lengths=(128, 256)),
                    discriminator=replace(cfg.discriminator, periods=(), fft_sizes=(256,)),
-                   model=replace(cfg.model, semantic_dim=0), semantic=replace(cfg.semantic, weight=0.0))
+                   model=replace(cfg.model, semantic_dim=0, semantic_input="", semantic_input_dim=0),
+                   semantic=replace(cfg.semantic, weight=0.0), whisper_input_dropout=0.0)
 
 
 def fabricated_clips(work: Path, n: int = 6) -> list[Clip]:

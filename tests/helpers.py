@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,12 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def params():
     return load_params(PROJECT_ROOT / "params.yaml")
+
+
+def codec_model(**changes):
+    """params.yaml's codec without the Whisper input (`semantic_input`): a test codec never loads Whisper;
+    the tests of that input turn it on with a fake encoder."""
+    return replace(params().train_codec.model, semantic_input="", semantic_input_dim=0, **changes)
 
 
 def voiced(seconds: float, sr: int = 16000, f0: float = 140.0, seed: int = 0, level: float = 0.3) -> np.ndarray:

@@ -6,13 +6,13 @@ import torch
 
 from dmospeech.codec.model import Codec, frames_for_samples, kl_loss
 from dmospeech.codec.loss import CodecLoss, build_discriminator
-from tests.helpers import params
+from tests.helpers import codec_model, params
 
 
 @pytest.fixture(scope="module")
 def codec():
     torch.manual_seed(0)
-    return Codec(params().train_codec.model)
+    return Codec(codec_model())
 
 
 @pytest.mark.parametrize("samples", [1200, 4800, 5000, 48000 + 17])
@@ -28,7 +28,7 @@ def test_shapes_follow_the_hop(codec, samples):
 def test_forty_frames_per_second(codec):
     assert codec.hop_length == 1200 and 48000 / codec.hop_length == 40
     with pytest.raises(ValueError, match="40 Hz"):
-        Codec(replace(params().train_codec.model, strides=(2, 6, 10)))
+        Codec(codec_model(strides=(2, 6, 10)))
 
 
 def test_reparameterisation_uses_the_scale(codec):
@@ -86,7 +86,7 @@ def test_decoding_after_a_frame_matches_the_full_decode(codec):
 def fast_codec():
     torch.manual_seed(0)
     p = params()
-    return Codec(replace(p.train_codec.model, fast_decoder=p.train_fast_decoder.decoder))
+    return Codec(codec_model(fast_decoder=p.train_fast_decoder.decoder))
 
 
 def test_the_fast_decoder_keeps_the_encoder_and_the_hop(codec, fast_codec):
@@ -106,7 +106,7 @@ def test_the_fast_decoder_keeps_the_encoder_and_the_hop(codec, fast_codec):
 def test_fast_decoding_after_a_frame_matches_the_full_decode():
     torch.manual_seed(0)
     p = params()
-    fast_codec = Codec(replace(p.train_codec.model, fast_decoder=p.train_fast_decoder.decoder)).eval()
+    fast_codec = Codec(codec_model(fast_decoder=p.train_fast_decoder.decoder)).eval()
     for block in fast_codec.decoder.backbone.convnext:  # full-strength residual branches, as after training
         block.gamma.data.fill_(1.0)
     context = fast_codec.decode_context
@@ -126,7 +126,7 @@ def test_fast_decoding_after_a_frame_matches_the_full_decode():
 def test_the_fast_decoders_inverse_stft_is_vocos_head():
     torch.manual_seed(0)
     p = params()
-    decoder = Codec(replace(p.train_codec.model, fast_decoder=p.train_fast_decoder.decoder)).decoder
+    decoder = Codec(codec_model(fast_decoder=p.train_fast_decoder.decoder)).decoder
     for block in decoder.backbone.convnext:
         block.gamma.data.fill_(1.0)
     latents = torch.randn(2, 64, 13)
@@ -143,7 +143,7 @@ def test_the_context_encoder_widens_what_each_latent_frame_hears():
     reached = {}
     for layers in (0, 2):
         torch.manual_seed(0)
-        codec = Codec(replace(params().train_codec.model, encoder_dim=4, decoder_dim=16, context_layers=layers)).eval()
+        codec = Codec(codec_model(encoder_dim=4, decoder_dim=16, context_layers=layers)).eval()
         audio = torch.randn(1, 1, 1200 * 60) * 0.1
         clicked = audio.clone()
         clicked[..., 1200 * 40:1200 * 41] += 0.5

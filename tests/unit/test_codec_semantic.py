@@ -21,7 +21,7 @@ from dmospeech.data.datasets import Clip, CropDataset
 from dmospeech.ops.audio import resample
 from dmospeech.ops.training import latest_checkpoint, train
 from tests.codec_run import fabricated_clips, tiny_codec_config
-from tests.helpers import PROJECT_ROOT, child_env
+from tests.helpers import PROJECT_ROOT, child_env, codec_model
 
 HOP = 1200
 
@@ -82,7 +82,7 @@ def test_crops_start_on_the_latent_grid_and_carry_the_states_of_their_frames(tmp
 
 
 def test_the_head_reads_the_posterior_mean_and_leaves_encode_alone():
-    cfg = replace(load_params(PROJECT_ROOT / "params.yaml").train_codec.model, encoder_dim=4, decoder_dim=16)
+    cfg = codec_model(encoder_dim=4, decoder_dim=16)
     torch.manual_seed(0)
     with_head, without = Codec(replace(cfg, semantic_dim=8)), Codec(replace(cfg, semantic_dim=0))
     without.load_state_dict({k: v for k, v in with_head.state_dict().items() if not k.startswith("semantic.")})

@@ -15,7 +15,7 @@ from dmospeech.synthesis.onnx_runtime import OnnxCodec, OnnxStudent
 from dmospeech.synthesis.synthesizer import Synthesizer
 from dmospeech.teacher.dit import DiT
 from dmospeech.teacher.sampling import student_latents
-from tests.helpers import params, voiced, write
+from tests.helpers import codec_model, params, voiced, write
 
 LATENT_RTOL = 1e-3     # the bound of issue 23 on algorithm 1's latents, relative L2 (measured ~3e-7)
 WAVEFORM_RTOL = 1e-4   # fast decoder on the same latents, relative L2 of the waveform (measured ~1e-6)
@@ -39,7 +39,7 @@ def models(tmp_path_factory):
     """The tiny profile's student, codec and fast decoder saved as training saves them, and the export."""
     root, p = tmp_path_factory.mktemp("export"), params()
     torch.manual_seed(0)
-    codec = jittered(Codec(p.train_codec.model), 1)
+    codec = jittered(Codec(codec_model()), 1)
     codec_dir = save_checkpoint(root / "codec", 1, {"codec.ema": codec.state_dict()}, {"step": 1},
                                 {"task": "codec", "model": asdict(codec.cfg)}, 0)
     fast_cfg = replace(codec.cfg, fast_decoder=p.train_fast_decoder.decoder)
@@ -148,7 +148,7 @@ def test_a_context_encoder_exports_with_a_dynamic_length(tmp_path, seconds):
     from dmospeech.synthesis.export import EncoderGraph, export_graph
 
     torch.manual_seed(0)
-    codec = jittered(Codec(replace(params().train_codec.model, encoder_dim=4, decoder_dim=16, context_layers=2)), 4)
+    codec = jittered(Codec(codec_model(encoder_dim=4, decoder_dim=16, context_layers=2)), 4)
     export_graph(EncoderGraph(codec), (torch.randn(1, 1, 48 * codec.hop_length),), tmp_path / "encoder.onnx",
                  {"audio": {2: "t"}}, {"mean": {2: "n"}})
     audio = torch.from_numpy(voiced(seconds, 48000))[None, None]

@@ -10,7 +10,7 @@ from dmospeech.codec.model import Codec, FastDecoder
 from dmospeech.ops.training import latest_checkpoint, train
 from dmospeech.codec.trainer import CodecTask
 from tests.codec_run import fabricated_clips, tiny_codec_config
-from tests.helpers import params
+from tests.helpers import codec_model, params
 
 
 def small_fast_decoder_training(work):
@@ -26,7 +26,7 @@ def small_fast_decoder_training(work):
 
 def saved_codec(root, **changes):
     torch.manual_seed(0)
-    cfg = replace(params().train_codec.model, encoder_dim=4, decoder_dim=16, **changes)
+    cfg = codec_model(encoder_dim=4, decoder_dim=16, **changes)
     codec = Codec(cfg)
     return save_checkpoint(root, 1, {"codec.ema": codec.state_dict()}, {"step": 1},
                            {"task": "codec", "model": asdict(cfg)}, 0), codec

@@ -6,7 +6,7 @@ import torch
 from dmospeech.ops.checkpoint import save_checkpoint
 from dmospeech.codec.folder_corpus import build_folder_corpus, detect_source, items_below
 from dmospeech.codec.model import Codec
-from tests.helpers import params, voiced, write
+from tests.helpers import codec_model, params, voiced, write
 
 TEXTS = ["the cat sat on the mat", "a dog ran home", "she reads a book", "we walk to the park"]
 
@@ -21,7 +21,7 @@ def sidecar_folder(root, name, n, seed):
 def tiny_codec(tmp_path):
     """A checkpoint of a small random codec (seed 0)."""
     torch.manual_seed(0)
-    cfg = replace(params().train_codec.model, encoder_dim=4, decoder_dim=16)
+    cfg = codec_model(encoder_dim=4, decoder_dim=16)
     return save_checkpoint(tmp_path / "codec", 1, {"codec.ema": Codec(cfg).state_dict()}, {"step": 1},
                            {"task": "codec", "model": asdict(cfg)}, 0)
 

@@ -12,7 +12,7 @@ from dmospeech.codec.latents import LatentStore
 from dmospeech.critics.speed_copies import (build_speed_copies, copy_id, original_id, recogniser_speed_copies,
                                          speed_perturb, with_copies_states)
 from dmospeech.codec.model import Codec
-from tests.helpers import params, voiced, write
+from tests.helpers import codec_model, params, voiced, write
 
 
 def peak_hz(audio, sr):
@@ -38,7 +38,7 @@ def test_copy_ids_lead_back_to_their_segment():
 def test_copies_are_latents_of_the_changed_audio_read_by_the_corpus_store(tmp_path):
     p = params()
     torch.manual_seed(0)
-    cfg = replace(p.train_codec.model, encoder_dim=4, decoder_dim=16)
+    cfg = codec_model(encoder_dim=4, decoder_dim=16)
     codec_dir = save_checkpoint(tmp_path / "codec", 1, {"codec.ema": Codec(cfg).state_dict()}, {"step": 1},
                                 {"task": "codec", "model": asdict(cfg)}, 0)
     for i, text in enumerate(["the cat sat on the mat", "a dog ran home"]):

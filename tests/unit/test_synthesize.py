@@ -11,7 +11,7 @@ from dmospeech.codec.latents import LatentStats
 from dmospeech.codec.model import Codec
 from dmospeech.teacher.dit import DiT
 from dmospeech.synthesis.synthesizer import SynthesisError, Synthesizer, target_frames
-from tests.helpers import params, voiced, write
+from tests.helpers import codec_model, params, voiced, write
 
 
 def test_target_frames_follows_the_prompt_speaking_rate():
@@ -27,7 +27,7 @@ def teacher_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     p = params()
     torch.manual_seed(0)
-    codec_cfg = replace(p.train_codec.model, encoder_dim=4, decoder_dim=16)
+    codec_cfg = codec_model(encoder_dim=4, decoder_dim=16)
     codec = Codec(codec_cfg)
     codec_dir = save_checkpoint(root / "codec", 1, {"codec.ema": codec.state_dict()}, {"step": 1},
                                 {"task": "codec", "model": asdict(codec_cfg)}, 0)
