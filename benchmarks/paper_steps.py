@@ -82,7 +82,7 @@ def dit_config(params: Params, depth: int | None):
 def codec_step(params: Params, report_dir: str, fast_decoder: bool = False) -> StageStep:
     if fast_decoder:
         cfg = params.train_fast_decoder
-        task = CodecTask(cfg.codec_training(params.train_codec.model), [], [], report_dir)
+        task = CodecTask(cfg.codec_training(codec_config(params).model), [], [], report_dir)
         parts = task.parts()
         parts[0].module.encoder.requires_grad_(False)   # as load_frozen_encoder: only the decoder trains
     else:
@@ -90,17 +90,20 @@ def codec_step(params: Params, report_dir: str, fast_decoder: bool = False) -> S
         task = CodecTask(cfg, [], [], report_dir)
         parts = task.parts()
     sample_rate = params.train_codec.model.sample_rate
-    notes = [] if fast_decoder or cfg == params.train_codec else ["semantic term off (the paper's codec)"]
+    notes = [] if codec_config(params) == params.train_codec else [
+        "semantic term and Whisper input off (the paper's codec)"]
     return StageStep("train_fast_decoder" if fast_decoder else "train_codec", task, parts, {},
                      _audio_batch(sample_rate), cfg.crop_seconds, cfg.loop.max_batch_items, cfg.loop.max_steps,
                      steps=(cfg.adversarial_start_step,), notes=notes)
 
 
 def codec_config(params: Params):
-    """The codec as the paper trains it: without the semantic head and term (the tiny profile's are
-    a Whisper-taught addition)."""
+    """The codec as the paper trains it: without the semantic head and term and without the Whisper input
+    (the tiny profile's are Whisper-taught additions; the input's states come from a per-clip cache, which
+    a step without clips cannot fill; with the term it cost ~0.2 % of a tiny CPU step: README, issue 22)."""
     cfg = params.train_codec
-    return replace(cfg, model=replace(cfg.model, semantic_dim=0), semantic=replace(cfg.semantic, weight=0.0))
+    return replace(cfg, model=replace(cfg.model, semantic_dim=0, semantic_input="", semantic_input_dim=0),
+                   semantic=replace(cfg.semantic, weight=0.0), whisper_input_dropout=0.0)
 
 
 def teacher_step(params: Params, report_dir: str, depth: int | None = None) -> StageStep:
