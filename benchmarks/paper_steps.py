@@ -80,18 +80,18 @@ def dit_config(params: Params, depth: int | None):
 
 
 def codec_step(params: Params, report_dir: str, fast_decoder: bool = False) -> StageStep:
+    paper_codec = codec_config(params)
     if fast_decoder:
         cfg = params.train_fast_decoder
-        task = CodecTask(cfg.codec_training(codec_config(params).model), [], [], report_dir)
+        task = CodecTask(cfg.codec_training(paper_codec.model), [], [], report_dir)
         parts = task.parts()
         parts[0].module.encoder.requires_grad_(False)   # as load_frozen_encoder: only the decoder trains
     else:
-        cfg = codec_config(params)
+        cfg = paper_codec
         task = CodecTask(cfg, [], [], report_dir)
         parts = task.parts()
     sample_rate = params.train_codec.model.sample_rate
-    notes = [] if codec_config(params) == params.train_codec else [
-        "semantic term and Whisper input off (the paper's codec)"]
+    notes = [] if paper_codec == params.train_codec else ["semantic term and Whisper input off (the paper's codec)"]
     return StageStep("train_fast_decoder" if fast_decoder else "train_codec", task, parts, {},
                      _audio_batch(sample_rate), cfg.crop_seconds, cfg.loop.max_batch_items, cfg.loop.max_steps,
                      steps=(cfg.adversarial_start_step,), notes=notes)

@@ -19,7 +19,7 @@ from dmospeech.codec.latents import (LatentStats, LatentStore, NonFiniteLatentsE
 from dmospeech.data.manifest import Lineage, frame, write_stage_db
 from dmospeech.codec.model import Codec
 from tests.data.test_validate import audio as audio_row, segment as segment_row
-from tests.helpers import codec_model, params, voiced, write
+from tests.helpers import codec_model, voiced, write
 
 SR = 48000
 HOP = 1200

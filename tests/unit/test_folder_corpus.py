@@ -1,5 +1,5 @@
 """The benchmarks' folder corpus: layouts are recognised and each split is cached on its own."""
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import torch
 

@@ -1,6 +1,6 @@
 """Speed-perturbed copies of the recogniser's training segments: the speed changes tempo and pitch
 together, and the copies are latents of the changed audio that the corpus's own store reads."""
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import numpy as np
 import pytest
